@@ -1,0 +1,1 @@
+"""Command line: click commands only. Each command builds a stage config and calls the stage's ``run()``."""

@@ -1,0 +1,95 @@
+"""The ``wsss`` command: a lazy click group, so ``wsss --help`` imports neither torch nor the stages."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from wsss import __version__
+from wsss.errors import UserError
+
+# name -> ("module:attribute", one-line help). Modules are imported only when their command runs.
+COMMANDS = {
+    "data": ("wsss.cli.data:data", "Write toy data in the real VOC/SBD layout, or prepare real data."),
+    "cam": ("wsss.cli.cam:cam", "Train the CAM classifier and infer multi-scale CAMs."),
+    "crf": ("wsss.cli.crf:crf", "Dense-CRF pseudo labels from CAMs (PSA/SEAM low and high alpha)."),
+    "aff": ("wsss.cli.aff:aff", "Train AffinityNet and refine CAMs by random walk."),
+    "seam": ("wsss.cli.seam:seam", "Train SEAM and infer its CAMs."),
+    "single": ("wsss.cli.single:single", "Train and run the single-stage network (or WS-FCN)."),
+    "eval": ("wsss.cli.eval:eval_cmd", "mIoU of label PNGs, or a background-threshold sweep over CAMs."),
+    "pipeline": ("wsss.cli.pipeline:pipeline", "Run a YAML recipe that chains stages."),
+    "compare": ("wsss.cli.compare:compare", "One table of every evaluated artifact in some runs."),
+    "demo": ("wsss.cli.demo:demo", "Toy data + the pipelines on CPU; prints the comparison table."),
+    "models": ("wsss.cli.models:models", "List the registered networks."),
+    "viz": ("wsss.cli.viz:viz", "Overlays of CAMs or labels on their images, as an HTML page."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def __init__(self, *args, lazy: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name in self.lazy:
+            target, _ = self.lazy[name]
+            module, attr = target.split(":")
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except ModuleNotFoundError as e:
+                if e.name == module:
+                    return _unavailable(name)
+                raise
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, self.lazy[name][1]) for name in self.list_commands(ctx) if name in self.lazy]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            raise ExitWithMessage(str(e)) from None
+
+
+def _unavailable(name: str) -> click.Command:
+    @click.command(name, context_settings={"ignore_unknown_options": True})
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def cmd(args):
+        raise UserError(f"'wsss {name}' is not available in this version ({__version__})")
+
+    return cmd
+
+
+class ExitWithMessage(click.ClickException):
+    """A :class:`UserError` on its way out: one line on stderr, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"wsss: error: {self.message}", err=True)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="wsss")
+def cli() -> None:
+    """wsss: weakly-supervised semantic segmentation from image-level labels.
+
+    PSA/AffinityNet, SEAM, single-stage and WS-FCN behind one command line, one dataset layer and one evaluator.
+    """
+
+
+def main(argv=None) -> None:
+    cli.main(args=argv, prog_name="wsss")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

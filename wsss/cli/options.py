@@ -1,0 +1,70 @@
+"""Options shared by several commands, defined once. Every option defaults to ``None`` (= not given), so a
+config file or a recipe value is never overridden by a default the user did not type."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from wsss.errors import UserError
+
+
+class FloatList(click.ParamType):
+    """A comma-separated list of positive floats, e.g. ``1,0.5,1.5,2``."""
+
+    name = "FLOATS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            values = tuple(float(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of numbers", param, ctx)
+        if not values:
+            self.fail("expected at least one number", param, ctx)
+        if any(not v > 0 for v in values):
+            self.fail(f"every value must be > 0, got {value!r}", param, ctx)
+        return values
+
+
+FLOATS = FloatList()
+POSITIVE = click.FloatRange(min=0, min_open=True)
+COUNT = click.IntRange(min=1)
+
+
+def _path(exists: bool = False):
+    return click.Path(path_type=Path, exists=exists)
+
+
+data_option = click.option("--data", type=_path(), required=True,
+                           help="Prepared dataset folder (from `wsss data prepare` ).")
+out_option = click.option("--out", type=_path(), required=True, help="Output folder.")
+split_option = click.option("--split", type=str, default=None, help="Split name, e.g. train, val, train_aug.")
+device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+                             help="Where to run (default auto: cuda when available).")
+workers_option = click.option("--workers", type=click.IntRange(min=0), default=None,
+                              help="Worker processes (0 = in the main process).")
+seed_option = click.option("--seed", type=int, default=None, help="Random seed.")
+config_option = click.option("--config", "config_file", type=_path(), default=None,
+                             help="YAML file of option values (flags override it).")
+overwrite_option = click.option("--overwrite", is_flag=True, default=None,
+                                help="Replace whatever --out holds.")
+
+
+def common_options(f):
+    """--device, --workers, --seed, --config: the options every stage command takes."""
+    for opt in reversed((device_option, workers_option, seed_option, config_option)):
+        f = opt(f)
+    return f
+
+
+def flags(**kwargs) -> dict:
+    """The options the user actually gave (drop ``None`` and the ``config_file`` entry)."""
+    return {k: v for k, v in kwargs.items() if v is not None and k != "config_file"}
+
+
+def require_folder(path: Path, option: str) -> Path:
+    if not Path(path).is_dir():
+        raise UserError(f"{option} {path}: no such folder")
+    return Path(path)

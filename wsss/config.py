@@ -1,0 +1,110 @@
+"""Stage configs: frozen dataclasses resolved as default < recipe < ``--config`` file < command-line flag.
+
+A field declared with :func:`runtime` (device, workers, logging) does not change what a stage produces, so it
+is left out of :func:`identity`, the part of the config that decides whether an output folder can be reused.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+from typing import Any, Mapping, Optional, TypeVar
+
+from wsss.errors import UserError
+
+C = TypeVar("C")
+
+
+def runtime(default: Any = None, **kwargs: Any) -> Any:
+    """A config field that does not affect results (device, workers, ...)."""
+    return dataclasses.field(default=default, metadata={"runtime": True}, **kwargs)
+
+
+def load_yaml(path: Path) -> dict:
+    """Read a YAML mapping; a missing file or another top-level type is a :class:`UserError`."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of option names to values, got {type(data).__name__}")
+    return data
+
+
+def _coerce(cls: type, name: str, value: Any, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    hint = hints.get(name)
+    origin = typing.get_origin(hint)
+    if value is None:
+        return None
+    if origin in (tuple, typing.Tuple) and isinstance(value, (list, tuple)):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return tuple(args[0](v) if args and args[0] in (int, float, str) else v for v in value)
+    if origin in (tuple, typing.Tuple) and isinstance(value, str):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        conv = args[0] if args and args[0] in (int, float, str) else str
+        try:
+            return tuple(conv(v) for v in value.split(",") if v.strip())
+        except ValueError:
+            raise UserError(f"{source}: '{name}' expects a comma-separated list, got {value!r}") from None
+    base = hint if origin is None else None
+    if origin is typing.Union:
+        non_none = [a for a in typing.get_args(hint) if a is not type(None)]
+        base = non_none[0] if len(non_none) == 1 else None
+    if base in (int, float, str, bool, Path):
+        if base is bool and not isinstance(value, bool):
+            raise UserError(f"{source}: '{name}' expects true or false, got {value!r}")
+        if base is int and isinstance(value, float) and not value.is_integer():
+            raise UserError(f"{source}: '{name}' expects an integer, got {value!r}")
+        try:
+            return base(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{source}: '{name}' expects {base.__name__}, got {value!r}") from None
+    return value
+
+
+def resolve(cls: type[C], *, recipe: Optional[Mapping] = None, config_file: Optional[Path] = None,
+            flags: Optional[Mapping] = None) -> C:
+    """Build ``cls`` from its defaults, then a recipe mapping, a YAML file, and flags (``None`` = not given).
+
+    Unknown keys are a :class:`UserError` naming the key and where it came from.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict = {}
+    layers = [(recipe or {}, "recipe")]
+    if config_file is not None:
+        layers.append((load_yaml(config_file), str(config_file)))
+    layers.append(({k: v for k, v in (flags or {}).items() if v is not None}, "command line"))
+    for layer, source in layers:
+        unknown = sorted(set(layer) - names)
+        if unknown:
+            raise UserError(f"{source}: unknown option(s) {', '.join(unknown)} for {cls.__name__} "
+                            f"(known: {', '.join(sorted(names))})")
+        for k, v in layer.items():
+            values[k] = _coerce(cls, k, v, source)
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise UserError(f"{cls.__name__}: {e}") from None
+
+
+def to_dict(cfg: Any) -> dict:
+    """The full config as JSON-friendly values (paths as strings, tuples as lists)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        out[f.name] = str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def identity(cfg: Any) -> dict:
+    """The config without runtime-only fields: what decides whether an existing output can be reused."""
+    runtime_names = {f.name for f in dataclasses.fields(cfg) if f.metadata.get("runtime")}
+    return {k: v for k, v in to_dict(cfg).items() if k not in runtime_names}
