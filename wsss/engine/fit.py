@@ -1,0 +1,57 @@
+"""``fit()``: what every training stage's ``run()`` calls. Opens the run folder, resumes, trains, completes."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from wsss.artifacts import Manifest, read_manifest
+from wsss.config import identity, to_dict
+from wsss.engine.config import TrainConfig
+from wsss.engine.distributed import barrier, init_distributed, open_output
+from wsss.engine.trainer import Trainer
+from wsss.errors import UserError
+from wsss.runtime import LOG, setup
+
+
+def fit(cfg: TrainConfig, *, stage: str, build: Callable[[], tuple], model_name: str, model_kwargs: dict,
+        split: Optional[str] = None, inputs: Optional[dict] = None,
+        validate: Optional[Callable] = None, collate_fn=None) -> Manifest:
+    """Train into ``cfg.out`` and return its ``checkpoint`` manifest.
+
+    Args:
+        build: called once the run folder is settled; returns ``(train_module, dataset)``.
+        validate: ``network -> dict`` of metrics (``score`` selects the best checkpoint), run on rank 0.
+
+    A complete run folder of the same config is left alone; a partial one resumes from its ``last.pt``;
+    anything else is refused unless ``cfg.overwrite``.
+    """
+    if cfg.out is None:
+        raise UserError("--out is required")
+    device = setup(cfg.seed, cfg.device)
+    dist = init_distributed(device)
+    out = open_output(cfg.out, dist, kind="checkpoint", stage=stage, config=identity(cfg), inputs=inputs or {},
+                      overwrite=bool(cfg.overwrite))
+    if out.state == "done":
+        LOG.info("%s: complete run of the same config and inputs: nothing to do", cfg.out)
+        return read_manifest(cfg.out, kind="checkpoint")
+    last = out.folder / "last.pt"
+    if cfg.resume and not last.exists():
+        raise UserError(f"--resume: {cfg.out} holds no checkpoint to resume from (no last.pt)")
+    if dist.is_main and not last.exists() and (out.folder / "log.jsonl").exists():
+        (out.folder / "log.jsonl").unlink()
+    module, dataset = build()
+    trainer = Trainer(cfg, module, dataset, run_dir=out.folder, model_name=model_name, model_kwargs=model_kwargs,
+                      config_dict=to_dict(cfg), device=device, dist=dist, validate=validate, collate_fn=collate_fn)
+    if last.exists():
+        trainer.resume(last)
+    trainer.train()
+    barrier()
+    if dist.is_main:
+        best = sorted(p.name for p in out.folder.glob("best_*.pt"))
+        n = sum(1 for _ in out.folder.glob("*.pt"))
+        out.complete(num_items=n, split=split, extra={"final": "final.pt", "best": best[-1] if best else None,
+                                                      "iterations": trainer.state.iteration,
+                                                      "global_batch": cfg.batch_size,
+                                                      "world_size": dist.world_size,
+                                                      "metrics": trainer.state.metrics})
+    barrier()
+    return read_manifest(cfg.out, kind="checkpoint")

@@ -1,0 +1,150 @@
+"""The one training loop. A stage hands it a *train module* and a dataset; nothing else differs between methods.
+
+A train module is an ``nn.Module`` with
+- ``forward(batch: dict) -> dict[str, Tensor]`` returning ``{"loss": scalar, <named terms>...}``;
+- ``network``: the registered network whose weights are checkpointed;
+- ``param_groups(lr, weight_decay) -> list[dict]`` (groups may carry ``lr_mult`` and ``weight_decay``);
+- optionally ``set_epoch(epoch)`` (warm-up rules) and ``visuals(batch) -> dict[str, (3, H, W) uint8 tensor]``.
+
+Hooks (LR schedule, checkpointing, validation, logging) run around each step; see :mod:`wsss.engine.hooks`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from wsss.engine import hooks as H
+from wsss.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from wsss.engine.config import TrainConfig
+from wsss.engine.distributed import DistInfo, any_true
+from wsss.engine.sampling import EpochBatchSampler, SeededDataset
+from wsss.engine.schedule import build_optimizer
+from wsss.errors import UserError
+from wsss.runtime import LOG
+
+
+@dataclasses.dataclass
+class TrainState:
+    """What the hooks can read: progress counters and the latest losses."""
+
+    iteration: int = 0
+    epoch: int = 0
+    max_iters: int = 0
+    iters_per_epoch: int = 0
+    lr: float = 0.0
+    losses: dict = dataclasses.field(default_factory=dict)
+    metrics: dict = dataclasses.field(default_factory=dict)
+
+
+class Trainer:
+    """Runs ``cfg`` on ``module`` over ``dataset``; checkpoints go to ``run_dir``."""
+
+    def __init__(self, cfg: TrainConfig, module: torch.nn.Module, dataset: Dataset, *, run_dir: Path,
+                 model_name: str, model_kwargs: dict, config_dict: dict, device: torch.device, dist: DistInfo,
+                 validate: Optional[Callable[[torch.nn.Module], dict]] = None, collate_fn=None):
+        self.cfg, self.module, self.device, self.dist = cfg, module.to(device), device, dist
+        self.run_dir, self.model_name, self.model_kwargs = Path(run_dir), model_name, model_kwargs
+        self.config_dict, self.validate = config_dict, validate
+        self.dataset = SeededDataset(dataset, cfg.seed)
+        try:
+            self.sampler = EpochBatchSampler(len(dataset), cfg.batch_size, dist.rank, dist.world_size, cfg.seed)
+        except ValueError as e:
+            raise UserError(f"--batch-size {cfg.batch_size}: {e}") from None
+        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=cfg.workers,
+                                 collate_fn=collate_fn, pin_memory=device.type == "cuda",
+                                 generator=torch.Generator().manual_seed(cfg.seed))  # not the global RNG
+        self.state = TrainState(iters_per_epoch=self.sampler.batches_per_epoch)
+        self.state.max_iters = cfg.max_iters or cfg.epochs * self.state.iters_per_epoch
+        self.optimizer = build_optimizer(module.param_groups(cfg.lr, cfg.weight_decay), name=cfg.optimizer,
+                                         lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                                         psa_momentum_quirk=cfg.psa_momentum_quirk)
+        self.model = self._wrap(module)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+        self.hooks = H.default_hooks(self)
+
+    def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        if not self.dist.enabled:
+            return module
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        if self.cfg.sync_bn and self.device.type == "cuda":
+            module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        elif any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in module.modules()):
+            LOG.warning("batch-norm statistics are per process on %s (SyncBatchNorm needs CUDA)", self.device)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(module, device_ids=ids, find_unused_parameters=getattr(module, "find_unused_parameters", False))
+
+    # ---------------------------------------------------------------------------------------------- checkpoints
+    def save(self, name: str, with_optimizer: bool = True, extra: Optional[dict] = None) -> Path:
+        path = self.run_dir / name
+        if self.dist.is_main:
+            save_checkpoint(path, model_name=self.model_name, model_kwargs=self.model_kwargs,
+                            state_dict=self.module.network.state_dict(), config=self.config_dict,
+                            epoch=self.state.epoch, iteration=self.state.iteration,
+                            optimizer=self.optimizer.state_dict() if with_optimizer else None,
+                            extra=extra, with_rng=with_optimizer)
+        return path
+
+    def resume(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        if ckpt["model"] != self.model_name:
+            raise UserError(f"{path}: checkpoint of model {ckpt['model']!r}, this run trains {self.model_name!r}")
+        self.module.network.load_state_dict(ckpt["state_dict"])
+        if "optimizer" in ckpt:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        if "rng" in ckpt:
+            set_rng_state(ckpt["rng"])
+        self.state.iteration = int(ckpt["iteration"])
+        LOG.info("resumed from %s at iteration %d", path, self.state.iteration)
+
+    # -------------------------------------------------------------------------------------------------- loop
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def run_step(self, batch: dict) -> dict:
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.amp or "")
+        with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            losses = self.model(self._to_device(batch))
+        loss = losses["loss"]
+        if any_true(not bool(torch.isfinite(loss.detach()).all()), self.device):
+            last = self.run_dir / "last.pt"
+            kept = f"; the last good checkpoint is {last}" if last.exists() else "; no checkpoint was written yet"
+            raise UserError(f"loss is {loss.item()} at iteration {self.state.iteration} "
+                            f"(epoch {self.state.epoch}): training stopped{kept}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return {k: float(v.detach()) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
+
+    def train(self) -> Path:
+        st = self.state
+        self.module.train()
+        for h in self.hooks:
+            h.before_train()
+        while st.iteration < st.max_iters:
+            st.epoch, start = divmod(st.iteration, st.iters_per_epoch)
+            self.sampler.set_epoch(st.epoch, start)
+            self.dataset.epoch = st.epoch
+            if hasattr(self.module, "set_epoch"):
+                self.module.set_epoch(st.epoch)
+            for batch in self.loader:
+                for h in self.hooks:
+                    h.before_step()
+                st.losses = self.run_step(batch)
+                st.iteration += 1
+                for h in self.hooks:
+                    h.after_step(batch)
+                if st.iteration >= st.max_iters:
+                    break
+            if st.iteration % st.iters_per_epoch == 0 or st.iteration >= st.max_iters:
+                for h in self.hooks:
+                    h.after_epoch()
+        for h in self.hooks:
+            h.after_train()
+        return self.run_dir / "final.pt"
+
