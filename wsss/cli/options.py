@@ -68,3 +68,30 @@ def require_folder(path: Path, option: str) -> Path:
     if not Path(path).is_dir():
         raise UserError(f"{option} {path}: no such folder")
     return Path(path)
+
+
+def train_options(f):
+    """The loop options every ``* train`` command takes (engine settings of :class:`wsss.engine.TrainConfig`)."""
+    opts = (
+        click.option("--lr", type=POSITIVE, default=None, help="Base learning rate."),
+        click.option("--weight-decay", type=click.FloatRange(min=0), default=None, help="Weight decay."),
+        click.option("--batch-size", type=COUNT, default=None,
+                     help="GLOBAL batch size (split across processes under torchrun)."),
+        click.option("--epochs", type=COUNT, default=None, help="Training epochs."),
+        click.option("--max-iters", type=COUNT, default=None,
+                     help="Stop after this many iterations (replaces epochs for the LR schedule too)."),
+        click.option("--crop", type=COUNT, default=None, help="Training crop size in pixels."),
+        click.option("--amp", type=click.Choice(["bf16", "fp16"]), default=None,
+                     help="Mixed precision on CUDA."),
+        click.option("--psa-momentum-quirk/--no-psa-momentum-quirk", default=None,
+                     help="Reproduce PSA/SEAM's SGD momentum = weight decay (published recipe) or use 0.9."),
+        click.option("--val-split", type=str, default=None, help="Split validated after each epoch."),
+        click.option("--log-every", type=COUNT, default=None, help="Iterations between log lines."),
+        click.option("--ckpt-every", type=click.IntRange(min=0), default=None,
+                     help="Iterations between resume checkpoints (0 = at epoch ends only)."),
+        click.option("--resume", is_flag=True, default=None, help="Continue the partial run in --out."),
+        overwrite_option,
+    )
+    for opt in reversed(opts):
+        f = opt(f)
+    return f

@@ -1,0 +1,133 @@
+"""``wsss compare``: one table of every evaluated artifact in some runs (methods x stages, one split per table).
+
+It reads the ``metrics.json`` files that ``wsss eval`` wrote under each run folder, the manifest of each
+evaluated artifact (which stage made it) and the run's ``pipeline.json`` (which method). Results on different
+splits are never mixed in one table, and results on different datasets are refused unless asked for.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from pathlib import Path
+from typing import Optional
+
+from wsss.artifacts import MANIFEST
+from wsss.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class CompareConfig:
+    runs: tuple = ()
+    split: Optional[str] = None
+    all_splits: bool = False
+    allow_mixed_data: bool = False
+    format: str = "text"
+
+
+@dataclasses.dataclass
+class Row:
+    method: str
+    stage: str
+    evaluated: str
+    split: str
+    miou: Optional[float]
+    miou_fg: Optional[float]
+    threshold: Optional[float]
+    background: str
+    dataset: str
+    path: str
+
+
+def _method(run: Path) -> str:
+    p = run / "pipeline.json"
+    if p.is_file():
+        try:
+            return json.loads(p.read_text()).get("name") or run.name
+        except ValueError:
+            pass
+    return run.name
+
+
+def _row(run: Path, metrics_path: Path) -> Optional[Row]:
+    try:
+        m = json.loads(metrics_path.read_text())
+    except ValueError:
+        raise UserError(f"{metrics_path}: not valid JSON") from None
+    if m.get("kind") != "metrics":
+        return None
+    source = next((v for k, v in m.get("inputs", {}).items() if k != "data"), {}) or {}
+    stage = m.get("input_kind", "?")
+    man = Path(source.get("path", "")) / MANIFEST
+    if man.is_file():
+        stage = json.loads(man.read_text()).get("stage", stage)
+    curve = m.get("curve") or {}
+    bg = m.get("background", {})
+    background = (f"(1-max)^{bg['alpha']:g}" if bg.get("mode") == "power" else
+                  f"const {bg['threshold']:g}" if bg.get("mode") == "constant" else "")
+    data = m.get("inputs", {}).get("data", {})
+    return Row(method=_method(run), stage=stage, evaluated=metrics_path.parent.name, split=m.get("split", "?"),
+               miou=m.get("miou"), miou_fg=m.get("miou_foreground"), threshold=curve.get("best_threshold"),
+               background=background, dataset=str(data.get("manifest_sha256") or data.get("path")),
+               path=str(metrics_path))
+
+
+def collect(runs) -> list[Row]:
+    rows = []
+    for run in map(Path, runs):
+        if not run.is_dir():
+            raise UserError(f"{run}: no such run folder")
+        found = sorted(p for depth in ("metrics.json", "*/metrics.json", "*/*/metrics.json") for p in run.glob(depth))
+        rows += [r for r in (_row(run, p) for p in found) if r is not None]
+    return rows
+
+
+def _pct(v: Optional[float]) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f}"
+
+
+def format_rows(rows: list[Row], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps([dataclasses.asdict(r) for r in rows], indent=1)
+    header = ["method", "stage", "evaluated", "split", "mIoU", "mIoU fg", "best thr", "background"]
+    table = [[r.method, r.stage, r.evaluated, r.split, _pct(r.miou), _pct(r.miou_fg),
+              "" if r.threshold is None else f"{r.threshold:g}", r.background] for r in rows]
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(table)
+        return buf.getvalue().rstrip("\n")
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *table)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    return "\n".join(lines)
+
+
+def run(cfg: CompareConfig) -> dict[str, list[Row]]:
+    """Rows grouped by split. Raises UserError for mixed datasets, or mixed splits without a choice."""
+    if cfg.format not in ("text", "csv", "json"):
+        raise UserError(f"--format must be text, csv or json, got {cfg.format!r}")
+    rows = collect(cfg.runs)
+    if not rows:
+        raise UserError(f"no metrics.json (from `wsss eval`) found in {', '.join(map(str, cfg.runs))}")
+    datasets = sorted({r.dataset for r in rows})
+    if len(datasets) > 1 and not cfg.allow_mixed_data:
+        raise UserError(f"the runs were evaluated on {len(datasets)} different datasets; refusing to compare "
+                        f"them (use --allow-mixed-data to list them anyway)")
+    splits = sorted({r.split for r in rows})
+    if cfg.split is not None:
+        if cfg.split not in splits:
+            raise UserError(f"--split {cfg.split}: no results on that split (found: {', '.join(splits)})")
+        splits = [cfg.split]
+    elif len(splits) > 1 and not cfg.all_splits:
+        raise UserError(f"results on several splits ({', '.join(splits)}): choose one with --split, or "
+                        f"--all-splits for one table per split")
+    order = {"cam_infer": 0, "cam_png": 1, "crf_labels": 2, "aff_infer": 3, "single_infer": 4}
+    grouped = {}
+    for s in splits:
+        grouped[s] = sorted((r for r in rows if r.split == s), key=lambda r: (r.method, order.get(r.stage, 9),
+                                                                               r.evaluated))
+    return grouped

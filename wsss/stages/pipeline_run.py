@@ -1,0 +1,187 @@
+"""``wsss pipeline run``: a YAML recipe of stages run in process, each into ``RUN/<stage>/``.
+
+Recipe format (``pipelines/*.yaml``; no Python in them)::
+
+    name: toy_psa            # the method's name in `wsss compare`
+    description: ...
+    stages:
+      - name: cam_train      # folder RUN/cam_train
+        run: cam_train       # which stage (see STAGES)
+        with: {backbone: tiny, split: train, max_iters: 200}
+      - name: cam_infer
+        run: cam_infer
+        with: {split: train, weights: ${cam_train}/final.pt}
+
+Strings may use ``${data}`` (the dataset folder), ``${run}`` (the run folder) and ``${<stage name>}`` (that
+stage's output folder). ``out`` and ``data`` are filled in when a stage's config has them and the recipe does not
+set them. A stage whose output is complete for the same config and inputs is skipped by the stage itself (its
+output folder says so); a failing stage stops the run, names itself, and leaves the earlier stages intact.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import string
+import time
+from pathlib import Path
+from typing import Optional
+
+from wsss.artifacts import MANIFEST, write_json_atomic
+from wsss.config import load_yaml, resolve
+from wsss.errors import UserError
+from wsss.runtime import LOG, setup_logging
+
+# stage name in recipes -> (module, config class). Each module has run(cfg).
+STAGES = {
+    "cam_train": ("wsss.stages.cam_train", "CamTrainConfig"),
+    "cam_infer": ("wsss.stages.cam_infer", "CamInferConfig"),
+    "crf_labels": ("wsss.stages.crf_labels", "CrfLabelsConfig"),
+    "aff_train": ("wsss.stages.aff_train", "AffTrainConfig"),
+    "aff_infer": ("wsss.stages.aff_infer", "AffInferConfig"),
+    "single_train": ("wsss.stages.single_train", "SingleTrainConfig"),
+    "single_infer": ("wsss.stages.single_infer", "SingleInferConfig"),
+    "eval": ("wsss.stages.eval", "EvalConfig"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineRunConfig:
+    recipe: Optional[Path] = None
+    data: Optional[Path] = None
+    out: Optional[Path] = None
+    start: Optional[str] = None
+    stop: Optional[str] = None
+    overrides: tuple = ()
+    device: Optional[str] = None
+    workers: Optional[int] = None
+
+
+@dataclasses.dataclass
+class StageResult:
+    name: str
+    run: str
+    status: str
+    seconds: float
+    out: str
+    summary: str = ""
+
+
+def load_recipe(path: Path, overrides: tuple = ()) -> dict:
+    """Read and check a recipe; ``overrides`` are ``stage.key=value`` strings (values parsed as YAML)."""
+    import yaml
+
+    recipe = load_yaml(path)
+    stages = recipe.get("stages")
+    if not isinstance(stages, list) or not stages:
+        raise UserError(f"{path}: a recipe needs a non-empty list 'stages'")
+    unknown = sorted(set(recipe) - {"name", "description", "stages"})
+    if unknown:
+        raise UserError(f"{path}: unknown recipe key(s) {', '.join(unknown)} (known: name, description, stages)")
+    names = []
+    for i, st in enumerate(stages):
+        if not isinstance(st, dict) or "name" not in st or "run" not in st:
+            raise UserError(f"{path}: stage {i + 1} needs 'name' and 'run'")
+        if st["run"] not in STAGES:
+            raise UserError(f"{path}: stage {st['name']!r} runs unknown stage {st['run']!r} "
+                            f"(known: {', '.join(sorted(STAGES))})")
+        if st["name"] in names:
+            raise UserError(f"{path}: stage name {st['name']!r} appears twice")
+        names.append(st["name"])
+        st.setdefault("with", {})
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        stage, dot, option = key.partition(".")
+        if not sep or not dot or stage not in names:
+            raise UserError(f"--set {item!r}: expected STAGE.OPTION=VALUE with STAGE one of {', '.join(names)}")
+        stages[names.index(stage)]["with"][option] = yaml.safe_load(value)
+    recipe.setdefault("name", Path(path).stem)
+    return recipe
+
+
+def _substitute(value, mapping: dict, where: str):
+    if isinstance(value, str):
+        try:
+            return string.Template(value).substitute(mapping)
+        except KeyError as e:
+            raise UserError(f"{where}: ${{{e.args[0]}}} names no earlier stage (known: {', '.join(mapping)})") from None
+    if isinstance(value, list):
+        return [_substitute(v, mapping, where) for v in value]
+    return value
+
+
+def _stage_config(stage: dict, cls, mapping: dict, cfg: PipelineRunConfig, recipe_path: Path):
+    fields = {f.name for f in dataclasses.fields(cls)}
+    values = {k: _substitute(v, mapping, f"{recipe_path}: stage {stage['name']}") for k, v in stage["with"].items()}
+    if "out" in fields:
+        values.setdefault("out", str(Path(cfg.out) / stage["name"]))
+    if "data" in fields:
+        values.setdefault("data", str(cfg.data))
+    runtime = {"device": cfg.device, "workers": cfg.workers}
+    flags = {k: v for k, v in runtime.items() if v is not None and k in fields}
+    return resolve(cls, recipe=values, flags=flags)
+
+
+def _summary(manifest_or_metrics) -> str:
+    if isinstance(manifest_or_metrics, dict):
+        m = manifest_or_metrics
+        curve = m.get("curve")
+        if curve:
+            return f"{m['split']}: best mIoU {100 * curve['best_miou']:.1f} at threshold {curve['best_threshold']:g}"
+        if m.get("miou") is not None:
+            return f"{m['split']}: mIoU {100 * m['miou']:.1f} (foreground only {100 * m['miou_foreground']:.1f})"
+        return ""
+    return f"{manifest_or_metrics.num_items} {manifest_or_metrics.kind} item(s)"
+
+
+def run(cfg: PipelineRunConfig) -> list[StageResult]:
+    """Run the recipe's stages in order (between ``start`` and ``stop``); returns one result per stage."""
+    setup_logging()
+    if cfg.recipe is None or cfg.data is None or cfg.out is None:
+        raise UserError("a recipe, --data and --out are required")
+    recipe = load_recipe(Path(cfg.recipe), cfg.overrides)
+    names = [s["name"] for s in recipe["stages"]]
+    for opt, name in (("--from", cfg.start), ("--until", cfg.stop)):
+        if name is not None and name not in names:
+            raise UserError(f"{opt} {name}: no such stage in {cfg.recipe} (stages: {', '.join(names)})")
+    first = names.index(cfg.start) if cfg.start else 0
+    last = names.index(cfg.stop) if cfg.stop else len(names) - 1
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mapping = {"data": str(cfg.data), "run": str(run_dir), **{n: str(run_dir / n) for n in names}}
+    results = []
+    for i, stage in enumerate(recipe["stages"]):
+        if not first <= i <= last:
+            continue
+        module_name, cls_name = STAGES[stage["run"]]
+        module = importlib.import_module(module_name)
+        stage_cfg = _stage_config(stage, getattr(module, cls_name), mapping, cfg, Path(cfg.recipe))
+        out = Path(getattr(stage_cfg, "out", None) or run_dir / stage["name"])
+        before = (out / MANIFEST).stat().st_mtime_ns if (out / MANIFEST).is_file() else None
+        LOG.info("pipeline %s: stage %s (%s)", recipe["name"], stage["name"], stage["run"])
+        t0 = time.perf_counter()
+        try:
+            result = module.run(stage_cfg)
+        except UserError as e:
+            raise UserError(f"stage {stage['name']} ({stage['run']}) failed: {e}") from None
+        after = (out / MANIFEST).stat().st_mtime_ns if (out / MANIFEST).is_file() else None
+        status = "skipped" if before is not None and before == after else "ran"
+        results.append(StageResult(stage["name"], stage["run"], status, time.perf_counter() - t0, str(out),
+                                   _summary(result)))
+    write_json_atomic(run_dir / "pipeline.json", {
+        "kind": "pipeline", "name": recipe["name"], "recipe": str(Path(cfg.recipe).resolve()),
+        "data": str(Path(cfg.data).resolve()), "stages": names,
+        "results": [dataclasses.asdict(r) for r in results]})
+    return results
+
+
+def format_results(results: list[StageResult]) -> str:
+    rows = [("stage", "status", "seconds", "result")]
+    rows += [(r.name, r.status, f"{r.seconds:.1f}", r.summary) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def read_pipeline(run_dir: Path) -> Optional[dict]:
+    p = Path(run_dir) / "pipeline.json"
+    return json.loads(p.read_text()) if p.is_file() else None
