@@ -15,7 +15,6 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["wsss", "wsss.*"]),
-    package_data={"wsss": ["recipes/*.yaml"]},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

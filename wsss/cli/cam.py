@@ -48,3 +48,21 @@ def infer(config_file, **kwargs) -> None:
 
     m = run(resolve(CamInferConfig, config_file=config_file, flags=flags(**kwargs)))
     click.echo(f"cam infer: {m.num_items} CAM files ({m.split}) in {m.path}")
+
+
+@cam.command("import")
+@data_option
+@click.option("--split", type=str, required=True, help="Split whose ids the .npy files must cover.")
+@click.option("--npy", type=click.Path(), required=True, help="Folder of the reference code's {id}.npy dicts.")
+@click.option("--format", "format", type=click.Choice(["cam", "crf"]), required=True,
+              help="cam: PSA/SEAM out_cam (0-based class keys) -> cam artifact; "
+                   "crf: out_la_crf/out_ha_crf (0 = background) -> label artifact.")
+@out_option
+@overwrite_option
+def import_cmd(**kwargs) -> None:
+    """Import the reference code's .npy dicts (PSA/SEAM CAMs or CRF results) as a wsss artifact."""
+    from wsss.config import resolve
+    from wsss.stages.cam_import import CamImportConfig, run
+
+    m = run(resolve(CamImportConfig, flags=flags(**kwargs)))
+    click.echo(f"cam import: {m.num_items} items ({m.kind}) in {m.path}")

@@ -72,7 +72,8 @@ def image_cams(network: torch.nn.Module, image: np.ndarray, labels: np.ndarray, 
     return cams[torch.as_tensor(labels, dtype=torch.long)].numpy().astype(np.float32)
 
 
-def _write_cam(path: Path, cams: np.ndarray, classes: np.ndarray) -> None:
+def save_cam_npz(path: Path, cams: np.ndarray, classes: np.ndarray) -> None:
+    """One item of a ``cam`` artifact: ``cams`` float32 (K, H, W), ``classes`` int64 (K,)."""
     with open(path, "wb") as f:
         np.savez(f, cams=cams, classes=classes.astype(np.int64))
 
@@ -118,7 +119,7 @@ def run(cfg: CamInferConfig) -> Manifest:
             labels = data.labels(image_id)
             cams = image_cams(network, data.read_image(image_id), labels, data.num_classes, norm, cfg.scales,
                               cfg.flip, device)
-            out.write_item(image_id, ".npz", lambda p, c=cams, k=labels: _write_cam(p, c, np.asarray(k)))
+            out.write_item(image_id, ".npz", lambda p, c=cams, k=labels: save_cam_npz(p, c, np.asarray(k)))
         barrier()
         if dist.is_main:
             out.complete(num_items=len(ids), split=cfg.split, extra={"classes": list(data.classes)})
