@@ -39,6 +39,7 @@ class AffTrainConfig(TrainConfig):
     batch_size: int = 8
     epochs: int = 8
     crop: int = 448
+    jitter: tuple = (0.3, 0.3, 0.3, 0.1)
     radius: int = RADIUS
     val_every: int = 0
 
@@ -112,7 +113,8 @@ def run(cfg: AffTrainConfig) -> Manifest:
             from wsss.models.weights import load_backbone_init
 
             load_backbone_init(network.backbone, cfg.init_weights)
-        transform = JointTransform(JointTransformConfig.psa_aff(cfg.crop), normalization_for(cfg.backbone))
+        recipe = dataclasses.replace(JointTransformConfig.psa_aff(cfg.crop), jitter=tuple(cfg.jitter))
+        transform = JointTransform(recipe, normalization_for(cfg.backbone))
         masks = {"la": label_reader(cfg.la, "la"), "ha": label_reader(cfg.ha, "ha")}
         return AffTrainModule(network, cfg.radius), SegmentationDataset(data, cfg.split, masks, transform)
 

@@ -110,7 +110,12 @@ def _substitute(value, mapping: dict, where: str):
     return value
 
 
-def _stage_config(stage: dict, cls, mapping: dict, cfg: PipelineRunConfig, recipe_path: Path):
+def _stage_config(stage: dict, module, cls, mapping: dict, cfg: PipelineRunConfig, recipe_path: Path):
+    """The stage's config: recipe values (with ${...} filled in) and the runtime flags of the command.
+
+    A stage module with its own ``resolve_config(recipe=, flags=)`` (e.g. per-backbone defaults) is asked to
+    resolve; otherwise :func:`wsss.config.resolve` is used.
+    """
     fields = {f.name for f in dataclasses.fields(cls)}
     values = {k: _substitute(v, mapping, f"{recipe_path}: stage {stage['name']}") for k, v in stage["with"].items()}
     if "out" in fields:
@@ -119,6 +124,9 @@ def _stage_config(stage: dict, cls, mapping: dict, cfg: PipelineRunConfig, recip
         values.setdefault("data", str(cfg.data))
     runtime = {"device": cfg.device, "workers": cfg.workers}
     flags = {k: v for k, v in runtime.items() if v is not None and k in fields}
+    resolver = getattr(module, "resolve_config", None)
+    if resolver is not None:
+        return resolver(recipe=values, flags=flags)
     return resolve(cls, recipe=values, flags=flags)
 
 
@@ -155,7 +163,7 @@ def run(cfg: PipelineRunConfig) -> list[StageResult]:
             continue
         module_name, cls_name = STAGES[stage["run"]]
         module = importlib.import_module(module_name)
-        stage_cfg = _stage_config(stage, getattr(module, cls_name), mapping, cfg, Path(cfg.recipe))
+        stage_cfg = _stage_config(stage, module, getattr(module, cls_name), mapping, cfg, Path(cfg.recipe))
         out = Path(getattr(stage_cfg, "out", None) or run_dir / stage["name"])
         before = (out / MANIFEST).stat().st_mtime_ns if (out / MANIFEST).is_file() else None
         LOG.info("pipeline %s: stage %s (%s)", recipe["name"], stage["name"], stage["run"])
