@@ -15,7 +15,9 @@ Recipe format (``pipelines/*.yaml``; no Python in them)::
 Strings may use ``${data}`` (the dataset folder), ``${run}`` (the run folder) and ``${<stage name>}`` (that
 stage's output folder). ``out`` and ``data`` are filled in when a stage's config has them and the recipe does not
 set them. A stage whose output is complete for the same config and inputs is skipped by the stage itself (its
-output folder says so); a failing stage stops the run, names itself, and leaves the earlier stages intact.
+output folder says so), a partial one resumes, and one made with another config or from changed inputs is
+redone (so the stages after it are redone too: their inputs' digests changed). A failing stage stops the run,
+names itself, and leaves the earlier stages intact.
 """
 from __future__ import annotations
 
@@ -122,7 +124,9 @@ def _stage_config(stage: dict, module, cls, mapping: dict, cfg: PipelineRunConfi
         values.setdefault("out", str(Path(cfg.out) / stage["name"]))
     if "data" in fields:
         values.setdefault("data", str(cfg.data))
-    runtime = {"device": cfg.device, "workers": cfg.workers}
+    # The run folder's stage folders belong to the pipeline: a stage whose config or inputs changed is redone
+    # (overwrite applies only then; the same config still resumes a partial folder or skips a complete one).
+    runtime = {"device": cfg.device, "workers": cfg.workers, "overwrite": True}
     flags = {k: v for k, v in runtime.items() if v is not None and k in fields}
     resolver = getattr(module, "resolve_config", None)
     if resolver is not None:
