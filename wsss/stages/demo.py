@@ -115,10 +115,11 @@ def run(cfg: DemoConfig) -> tuple[str, Path]:
     data = ensure_toy_data(cfg)
     runs = []
     for name in cfg.recipes:
-        run_dir = Path(cfg.out) / "runs" / name
+        recipe = recipe_path(name)
+        run_dir = Path(cfg.out) / "runs" / recipe.stem
         results = pipeline_run.run(pipeline_run.PipelineRunConfig(
-            recipe=recipe_path(name), data=data, out=run_dir, device=cfg.device, workers=cfg.workers))
-        LOG.info("demo: %s\n%s", name, pipeline_run.format_results(results))
+            recipe=recipe, data=data, out=run_dir, device=cfg.device, workers=cfg.workers))
+        LOG.info("demo: %s\n%s", recipe.stem, pipeline_run.format_results(results))
         runs.append(run_dir)
     grouped = compare.run(compare.CompareConfig(runs=tuple(runs), all_splits=True))
     tables = "\n\n".join(f"split {split}:\n{compare.format_rows(rows, 'text')}" for split, rows in grouped.items())
