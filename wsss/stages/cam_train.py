@@ -67,7 +67,7 @@ class CamTrainModule(nn.Module):
         return {"cam": torch.stack([cam, torch.zeros_like(cam), 1 - cam]).clamp(0, 1)}
 
 
-def classification_validator(data, split: str, normalization, device: torch.device, batch_size: int = 8):
+def classification_validator(data, split: str, normalization):
     """Returns ``network -> {"mAP", "loss", "score"}`` over a split (images at full size, one at a time)."""
     from wsss.data.datasets import ClassificationDataset
 
@@ -76,6 +76,7 @@ def classification_validator(data, split: str, normalization, device: torch.devi
     dataset = ClassificationDataset(data, split, transform=JointTransform(normalization=normalization))
 
     def validate(network: nn.Module) -> dict:
+        device = next(network.parameters()).device
         scores, targets, losses = [], [], []
         for i in range(len(dataset)):
             item = dataset[i]
@@ -119,8 +120,7 @@ def run(cfg: CamTrainConfig) -> Manifest:
                                                         jitter=cfg.jitter, crop=cfg.crop), norm)
         return CamTrainModule(network), ClassificationDataset(data, cfg.split, transform=transform)
 
-    device = torch.device("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
-    validate = classification_validator(data, cfg.val_split, norm, device) if cfg.val_split else None
+    validate = classification_validator(data, cfg.val_split, norm) if cfg.val_split else None
     inputs = {"data": input_record(cfg.data)}
     if cfg.init_weights is not None:
         inputs["init_weights"] = {"path": str(Path(cfg.init_weights).resolve())}

@@ -1,0 +1,1 @@
+"""Pure tensor/array maths: CAM fusion, dense CRF, affinity labels, random walk, PAMR, confusion matrix."""
