@@ -1,7 +1,6 @@
 """The training engine on a tiny regression task: schedule, resume equivalence, NaN stop, 2-process DDP."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket

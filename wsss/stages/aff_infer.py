@@ -17,14 +17,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss.artifacts import Manifest, input_record, read_manifest
+from wsss.artifacts import Manifest, input_record
 from wsss.config import identity, runtime
-from wsss.engine.distributed import barrier, init_distributed, open_output, shard
+from wsss.engine.distributed import init_distributed, open_output
+from wsss.engine.inference import write_items
 from wsss.errors import UserError
 from wsss.ops.affinity import RADIUS, STRIDE, feature_affinity, source_size
 from wsss.ops.crf import alpha_background_scores, labels_from_scores
 from wsss.ops.random_walk import propagate_cams
-from wsss.runtime import LOG, setup
+from wsss.runtime import setup
 from wsss.stages.crf_labels import cam_folder_ids, read_cam_item
 
 
@@ -139,19 +140,13 @@ def run(cfg: AffInferConfig) -> Manifest:
     inputs = {"data": input_record(cfg.data), "cams": input_record(cfg.cams), "weights": input_record(cfg.weights)}
     out = open_output(cfg.out, dist, kind="label", stage="aff_infer", config=identity(cfg), inputs=inputs,
                       overwrite=bool(cfg.overwrite))
-    if out.state == "done":
-        LOG.info("%s: complete label artifact of the same config and inputs: nothing to do", cfg.out)
-        return read_manifest(cfg.out, kind="label")
-    todo = [i for i in shard(ids, dist) if not out.has_item(i, ".png")]
-    LOG.info("aff infer: %d of %d ids to do on rank %d (%s)", len(todo), len(ids), dist.rank, out.state)
-    loader = torch.utils.data.DataLoader(_Items(data, cfg.cams, todo), batch_size=1, collate_fn=_single,
-                                         num_workers=cfg.workers or 0)
-    for image_id, image, cams, classes in loader:
-        _check_grid(image_id, image, cfg.radius)
-        labels = refine(network, normalization, image, cams, classes, cfg, device)
-        out.write_item(image_id, ".png", lambda p, lab=labels: write_label_png(p, lab, data.palette))
-    barrier()
-    if dist.is_main:
-        out.complete(num_items=len(ids), split=cfg.split, extra={"classes": list(data.classes)})
-    barrier()
-    return read_manifest(cfg.out, kind="label")
+
+    def compute(todo: list):
+        loader = torch.utils.data.DataLoader(_Items(data, cfg.cams, todo), batch_size=1, collate_fn=_single,
+                                             num_workers=cfg.workers or 0)
+        for image_id, image, cams, classes in loader:
+            _check_grid(image_id, image, cfg.radius)
+            labels = refine(network, normalization, image, cams, classes, cfg, device)
+            yield image_id, lambda path, lab=labels: write_label_png(path, lab, data.palette)
+
+    return write_items(out, ids, dist, compute, split=cfg.split, extra={"classes": list(data.classes)})

@@ -15,12 +15,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from wsss.artifacts import Manifest, OutputDir, input_record, read_manifest
+from wsss.artifacts import Manifest, input_record
 from wsss.config import identity, runtime
-from wsss.engine.distributed import barrier, init_distributed, open_output, shard
+from wsss.engine.distributed import init_distributed, open_output
+from wsss.engine.inference import each, write_items
 from wsss.errors import UserError
 from wsss.ops.multiscale import fuse_cams, normalize_cams, scaled_images
-from wsss.runtime import LOG, setup
+from wsss.runtime import setup
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,21 +111,15 @@ def run(cfg: CamInferConfig) -> Manifest:
     inputs = {"data": input_record(cfg.data), "weights": input_record(cfg.weights)}
     out = open_output(cfg.out, dist, kind="cam", stage="cam_infer", config=identity(cfg), inputs=inputs,
                       overwrite=bool(cfg.overwrite))
-    if out.state == "done":
-        LOG.info("%s: complete cam artifact of the same config and inputs: nothing to do", cfg.out)
-    else:
-        todo = [i for i in shard(ids, dist) if not out.has_item(i, ".npz")]
-        LOG.info("cam infer: %d of %d ids to do on rank %d (%s)", len(todo), len(ids), dist.rank, out.state)
-        for image_id in todo:
-            labels = data.labels(image_id)
-            cams = image_cams(network, data.read_image(image_id), labels, data.num_classes, norm, cfg.scales,
-                              cfg.flip, device)
-            out.write_item(image_id, ".npz", lambda p, c=cams, k=labels: save_cam_npz(p, c, np.asarray(k)))
-        barrier()
-        if dist.is_main:
-            out.complete(num_items=len(ids), split=cfg.split, extra={"classes": list(data.classes)})
-        barrier()
-    manifest = read_manifest(cfg.out, kind="cam")
+
+    def item(image_id: str):
+        labels = data.labels(image_id)
+        cams = image_cams(network, data.read_image(image_id), labels, data.num_classes, norm, cfg.scales, cfg.flip,
+                          device)
+        return lambda path: save_cam_npz(path, cams, np.asarray(labels))
+
+    manifest = write_items(out, ids, dist, lambda todo: each(todo, item), split=cfg.split,
+                           extra={"classes": list(data.classes)})
     if cfg.save_png:
         write_cam_pngs(cfg, data, ids, dist)
     return manifest
@@ -139,15 +134,10 @@ def write_cam_pngs(cfg: CamInferConfig, data, ids: list, dist) -> Manifest:
     out = open_output(folder, dist, kind="label", stage="cam_png",
                       config={"threshold": cfg.png_threshold}, inputs={"cams": input_record(cfg.out)},
                       overwrite=bool(cfg.overwrite))
-    if out.state != "done":
-        for image_id in shard(ids, dist):
-            if out.has_item(image_id, ".png"):
-                continue
-            with np.load(Path(cfg.out) / f"{image_id}.npz") as z:
-                labels = cams_to_labels(z["cams"], z["classes"], threshold=cfg.png_threshold)
-            out.write_item(image_id, ".png", lambda p, lab=labels: write_label_png(p, lab, data.palette))
-        barrier()
-        if dist.is_main:
-            out.complete(num_items=len(ids), split=cfg.split)
-        barrier()
-    return read_manifest(folder, kind="label")
+
+    def item(image_id: str):
+        with np.load(Path(cfg.out) / f"{image_id}.npz") as z:
+            labels = cams_to_labels(z["cams"], z["classes"], threshold=cfg.png_threshold)
+        return lambda path: write_label_png(path, labels, data.palette)
+
+    return write_items(out, ids, dist, lambda todo: each(todo, item), split=cfg.split)

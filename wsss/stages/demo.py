@@ -13,8 +13,6 @@ from __future__ import annotations
 import dataclasses
 import html
 from pathlib import Path
-from typing import Optional
-
 import numpy as np
 
 from wsss.config import runtime
