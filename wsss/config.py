@@ -105,6 +105,9 @@ def to_dict(cfg: Any) -> dict:
 
 
 def identity(cfg: Any) -> dict:
-    """The config without runtime-only fields: what decides whether an existing output can be reused."""
-    runtime_names = {f.name for f in dataclasses.fields(cfg) if f.metadata.get("runtime")}
-    return {k: v for k, v in to_dict(cfg).items() if k not in runtime_names}
+    """What decides whether an existing output can be reused: the config without runtime-only fields and
+    without ``out`` (the folder itself), paths resolved so that ``runs/x`` and ``/abs/runs/x`` agree."""
+    runtime_names = {f.name for f in dataclasses.fields(cfg) if f.metadata.get("runtime")} | {"out"}
+    paths = {f.name for f in dataclasses.fields(cfg) if isinstance(getattr(cfg, f.name), Path)}
+    return {k: str(Path(v).resolve()) if k in paths else v
+            for k, v in to_dict(cfg).items() if k not in runtime_names}

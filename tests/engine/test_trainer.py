@@ -191,3 +191,20 @@ def test_two_process_gloo_replicas_stay_identical(tmp_path):
     assert all(torch.allclose(r0[k], s[k], atol=1e-5) for k in r0)
     m = read_manifest(tmp_path / "ddp", "checkpoint")
     assert m.extra["world_size"] == 2 and m.extra["global_batch"] == 4
+
+
+def test_config_error_leaves_the_previous_run_untouched(tmp_path):
+    run = tmp_path / "run"
+    m = _fit(_cfg(run))
+    with pytest.raises(UserError, match="batch-size"):
+        _fit(_cfg(run, batch_size=32, overwrite=True))  # refused before --overwrite could remove anything
+    assert read_manifest(run, "checkpoint").created_at == m.created_at
+
+
+def test_best_checkpoint_is_chosen_by_score(tmp_path):
+    from wsss.engine.hooks import best_checkpoint
+
+    for name in ("best_e002_s0.700.pt", "best_e010_s0.650.pt", "final.pt"):
+        (tmp_path / name).write_bytes(b"")
+    assert best_checkpoint(tmp_path).name == "best_e002_s0.700.pt"
+    assert best_checkpoint(tmp_path / "none") is None

@@ -88,7 +88,7 @@ def test_too_small_for_the_radius_is_a_clear_error(toy_data, inputs, tmp_path):
 
 def test_bad_options_and_inputs(toy_data, inputs, tmp_path):
     for kw, message in (({"alpha": 0.0}, "--alpha must be > 0"), ({"beta": -1.0}, "--beta must be > 0"),
-                        ({"logt": -1}, "--logt must be >= 0")):
+                        ({"logt": -1}, r"--logt must be in \[0, 16\]"), ({"logt": 17}, r"--logt must be in \[0, 16\]")):
         with pytest.raises(UserError, match=message):
             config(toy_data, inputs, tmp_path / "out", **kw)
     cams, _ = inputs

@@ -131,3 +131,10 @@ def test_bad_cam_content_and_folders(toy_data, cams_val, tmp_path):
         config(toy_data, cams, tmp_path / "out3", alpha=0.0)
     with pytest.raises(UserError, match="--iterations must be >= 0"):
         config(toy_data, cams, tmp_path / "out3", iterations=-1)
+
+
+def test_cams_of_a_larger_split_serve_a_subset(toy_data, tmp_path):
+    # PSA infers CAMs on train_aug and evaluates / walks on train: the extra train_aug files are left out.
+    cams = write_cam_artifact(toy_data, "train_aug", tmp_path / "cams_aug")
+    manifest = run(CrfLabelsConfig(data=toy_data, split="train", cams=cams, alpha=4.0, out=tmp_path / "la"))
+    assert manifest.num_items == len(open_dataset(toy_data).ids("train")) < read_manifest(cams, "cam").num_items

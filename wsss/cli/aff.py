@@ -21,7 +21,7 @@ def aff() -> None:
 @click.option("--backbone", type=str, default=None, help="Backbone of an original (non-wsss) weights file.")
 @click.option("--alpha", type=POSITIVE, default=None, help="Background exponent (1 - max CAM)^alpha (default 16).")
 @click.option("--beta", type=POSITIVE, default=None, help="Power applied to the affinities (default 8).")
-@click.option("--logt", type=click.IntRange(min=0), default=None, help="The walk takes 2^logt steps (default 8).")
+@click.option("--logt", type=click.IntRange(min=0, max=16), default=None, help="The walk takes 2^logt steps (default 8).")
 @click.option("--radius", type=click.IntRange(min=2), default=None, help="Pair radius at stride 8 (default 5).")
 @overwrite_option
 @common_options

@@ -57,7 +57,17 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            raise ExitWithMessage(str(e)) from None
+            raise ExitWithMessage(user_message(e)) from None
+
+
+def user_message(err: UserError) -> str:
+    """The one line of a UserError, also when a DataLoader worker re-raised it with its traceback attached."""
+    text = str(err)
+    if "Original Traceback" in text:
+        lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+        last = lines[-1]
+        text = last.split("UserError: ", 1)[1] if "UserError: " in last else last
+    return text.strip().splitlines()[0] if text.strip() else "error"
 
 
 def _unavailable(name: str) -> click.Command:

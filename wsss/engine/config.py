@@ -45,6 +45,9 @@ class TrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_iters is not None and self.max_iters < 1:
             raise UserError(f"--max-iters must be >= 1, got {self.max_iters}")
+        for name, low in (("workers", 0), ("log_every", 1), ("ckpt_every", 0), ("val_every", 0)):
+            if getattr(self, name) < low:
+                raise UserError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UserError(f"--lr must be > 0, got {self.lr}")
         if self.amp not in (None, "bf16", "fp16"):

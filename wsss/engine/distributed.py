@@ -83,10 +83,22 @@ def any_true(flag: bool, device) -> bool:
 def open_output(folder: Path, info: DistInfo, **kwargs):
     """Open an :class:`~wsss.artifacts.OutputDir` on rank 0 first (it decides and creates), then on the others."""
     from wsss.artifacts import OutputDir
+    from wsss.errors import UserError
 
-    out = None
+    out, refusal = None, None
     if info.is_main:
-        out = OutputDir.open(folder, **kwargs)
+        try:
+            out = OutputDir.open(folder, **kwargs)
+        except UserError as e:
+            refusal = str(e)
+    if info.enabled:  # the other ranks learn of a refusal instead of waiting at the barrier for ever
+        import torch.distributed as dist
+
+        shared = [refusal]
+        dist.broadcast_object_list(shared, src=0)
+        refusal = shared[0]
+    if refusal is not None:
+        raise UserError(refusal)
     barrier()
     if not info.is_main:
         kwargs["overwrite"] = False

@@ -7,6 +7,7 @@ from wsss.artifacts import Manifest, read_manifest
 from wsss.config import identity, to_dict
 from wsss.engine.config import TrainConfig
 from wsss.engine.distributed import barrier, init_distributed, open_output
+from wsss.engine.hooks import best_checkpoint
 from wsss.engine.trainer import Trainer
 from wsss.errors import UserError
 from wsss.runtime import LOG, setup
@@ -28,6 +29,11 @@ def fit(cfg: TrainConfig, *, stage: str, build: Callable[[], tuple], model_name:
         raise UserError("--out is required")
     device = setup(cfg.seed, cfg.device)
     dist = init_distributed(device)
+    # Build (and so validate) everything before the output folder is touched: a config error must neither
+    # leave a partial marker behind nor, with --overwrite, remove the previous run first.
+    module, dataset = build()
+    trainer = Trainer(cfg, module, dataset, run_dir=cfg.out, model_name=model_name, model_kwargs=model_kwargs,
+                      config_dict=to_dict(cfg), device=device, dist=dist, validate=validate, collate_fn=collate_fn)
     out = open_output(cfg.out, dist, kind="checkpoint", stage=stage, config=identity(cfg), inputs=inputs or {},
                       overwrite=bool(cfg.overwrite))
     if out.state == "done":
@@ -38,17 +44,14 @@ def fit(cfg: TrainConfig, *, stage: str, build: Callable[[], tuple], model_name:
         raise UserError(f"--resume: {cfg.out} holds no checkpoint to resume from (no last.pt)")
     if dist.is_main and not last.exists() and (out.folder / "log.jsonl").exists():
         (out.folder / "log.jsonl").unlink()
-    module, dataset = build()
-    trainer = Trainer(cfg, module, dataset, run_dir=out.folder, model_name=model_name, model_kwargs=model_kwargs,
-                      config_dict=to_dict(cfg), device=device, dist=dist, validate=validate, collate_fn=collate_fn)
     if last.exists():
         trainer.resume(last)
     trainer.train()
     barrier()
     if dist.is_main:
-        best = sorted(p.name for p in out.folder.glob("best_*.pt"))
         n = sum(1 for _ in out.folder.glob("*.pt"))
-        out.complete(num_items=n, split=split, extra={"final": "final.pt", "best": best[-1] if best else None,
+        best = best_checkpoint(out.folder)
+        out.complete(num_items=n, split=split, extra={"final": "final.pt", "best": best.name if best else None,
                                                       "iterations": trainer.state.iteration,
                                                       "global_batch": cfg.batch_size,
                                                       "world_size": dist.world_size,

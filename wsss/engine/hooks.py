@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import torch
@@ -55,6 +56,17 @@ class Checkpointer(Hook):
             last.unlink()
 
 
+def best_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The ``best_e{epoch}_s{score}.pt`` of a run folder with the highest score (None when there is none)."""
+    scored = []
+    for p in Path(run_dir).glob("best_e*_s*.pt"):
+        try:
+            scored.append((float(p.stem.rsplit("_s", 1)[1]), p))
+        except ValueError:
+            continue
+    return max(scored)[1] if scored else None
+
+
 class Validation(Hook):
     """Every ``val_every`` epochs (and at the end) run ``validate(network)`` on rank 0.
 
@@ -66,6 +78,12 @@ class Validation(Hook):
         self.best: Optional[float] = None
         self.best_path = None
         self.done_at = -1
+
+    def before_train(self) -> None:
+        """On resume, carry on from the best checkpoint the interrupted run kept."""
+        self.best_path = best_checkpoint(self.trainer.run_dir)
+        if self.best_path is not None:
+            self.best = float(self.best_path.stem.rsplit("_s", 1)[1])
 
     def _run(self) -> None:
         t = self.trainer

@@ -86,7 +86,9 @@ class Trainer:
                             state_dict=self.module.network.state_dict(), config=self.config_dict,
                             epoch=self.state.epoch, iteration=self.state.iteration,
                             optimizer=self.optimizer.state_dict() if with_optimizer else None,
-                            extra=extra, with_rng=with_optimizer)
+                            extra={**(extra or {}), **({"grad_scaler": self.scaler.state_dict()}
+                                                       if with_optimizer and self.scaler.is_enabled() else {})},
+                            with_rng=with_optimizer)
         return path
 
     def resume(self, path: Path) -> None:
@@ -98,6 +100,9 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if "rng" in ckpt:
             set_rng_state(ckpt["rng"])
+        scaler_state = ckpt.get("extra", {}).get("grad_scaler")
+        if scaler_state and self.scaler.is_enabled():
+            self.scaler.load_state_dict(scaler_state)
         self.state.iteration = int(ckpt["iteration"])
         LOG.info("resumed from %s at iteration %d", path, self.state.iteration)
 

@@ -29,6 +29,9 @@ from wsss.runtime import setup
 from wsss.stages.crf_labels import cam_folder_ids, read_cam_item
 
 
+MAX_LOGT = 16  # 2^16 sparse steps take tens of seconds per VOC image; the reference uses 8
+
+
 @dataclasses.dataclass(frozen=True)
 class AffInferConfig:
     data: Optional[Path] = None
@@ -51,8 +54,9 @@ class AffInferConfig:
             raise UserError(f"--alpha must be > 0, got {self.alpha}")
         if not self.beta > 0:
             raise UserError(f"--beta must be > 0, got {self.beta}")
-        if self.logt < 0:
-            raise UserError(f"--logt must be >= 0 (0 = one step), got {self.logt}")
+        if not 0 <= self.logt <= MAX_LOGT:
+            raise UserError(f"--logt must be in [0, {MAX_LOGT}] (0 = one step; the walk takes 2^logt sparse steps), "
+                            f"got {self.logt}")
         if self.radius < 2:
             raise UserError(f"--radius must be >= 2, got {self.radius}")
         if self.workers is not None and self.workers < 0:

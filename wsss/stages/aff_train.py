@@ -5,6 +5,8 @@ and poly decay, weight decay 5e-4 (and SGD momentum = weight decay, the referenc
 colour jitter, crop 448 padded with raw black (the crop comes before normalisation there), flip, no rescaling,
 frozen batch norm and early blocks. Pair labels: foreground from the low alpha, background from the high alpha,
 the rest and the padding ignored; loss ``bg/4 + fg/4 + neg/2`` as the reference code computes it.
+Under DDP each process normalises the three terms by its own pair counts and the gradients are averaged, where
+PSA (one process, DataParallel) divided by the counts of the whole batch: equal in expectation, not bit-equal.
 
 Departure: the CRF stage writes hard labels (PNG), so a stride-8 block takes its majority label, where PSA
 averaged the CRF marginals over the block before the argmax.
@@ -22,6 +24,7 @@ from wsss.artifacts import Manifest, input_record, read_manifest
 from wsss.data.palette import read_label_png
 from wsss.engine import TrainConfig, fit
 from wsss.errors import UserError
+from wsss.stages.cam_train import check_augmentation
 from wsss.ops.affinity import RADIUS, STRIDE, affinity_label_map, affinity_loss, feature_affinity, pair_labels
 
 
@@ -39,9 +42,15 @@ class AffTrainConfig(TrainConfig):
     batch_size: int = 8
     epochs: int = 8
     crop: int = 448
-    jitter: tuple = (0.3, 0.3, 0.3, 0.1)
+    jitter: tuple[float, ...] = (0.3, 0.3, 0.3, 0.1)
     radius: int = RADIUS
     val_every: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_augmentation(self.crop, None, self.jitter)
+        if self.radius < 2:
+            raise UserError(f"--radius must be >= 2, got {self.radius}")
 
 
 class AffTrainModule(nn.Module):
@@ -79,7 +88,10 @@ def label_reader(folder: Path, name: str):
 
 
 def _check_labels(folder: Path, name: str, ids: list) -> None:
-    read_manifest(folder, kind="label")
+    try:
+        read_manifest(folder, kind="label")
+    except UserError as e:
+        raise UserError(f"--{name} {e}") from None
     missing = [i for i in ids if not (Path(folder) / f"{i}.png").is_file()]
     if missing:
         raise UserError(f"--{name} {folder}: {len(missing)} ids of the split have no label PNG "

@@ -31,10 +31,10 @@ class CamInferConfig:
     weights: Optional[Path] = None
     out: Optional[Path] = None
     backbone: Optional[str] = None
-    scales: tuple = (1.0, 0.5, 1.5, 2.0)
+    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
     flip: bool = True
-    save_png: bool = False
-    png_threshold: float = 0.2
+    save_png: bool = runtime(False)  # OUT/png is an artifact of its own; adding it later keeps the CAMs
+    png_threshold: float = runtime(0.2)
     device: str = runtime("auto")
     workers: int = runtime(0)
     seed: int = runtime(0)

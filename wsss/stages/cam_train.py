@@ -36,8 +36,22 @@ class CamTrainConfig(TrainConfig):
     batch_size: int = 16
     epochs: int = 15
     crop: int = 448
-    resize_long: tuple = (256, 512)
-    jitter: tuple = (0.3, 0.3, 0.3, 0.1)
+    resize_long: tuple[int, ...] = (256, 512)
+    jitter: tuple[float, ...] = (0.3, 0.3, 0.3, 0.1)
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_augmentation(self.crop, self.resize_long, self.jitter)
+
+
+def check_augmentation(crop: int, resize_long=None, jitter=None) -> None:
+    """Range checks of the augmentation settings, for values that come from a config file or a recipe."""
+    if crop < 1:
+        raise UserError(f"--crop must be >= 1, got {crop}")
+    if resize_long is not None and (len(resize_long) != 2 or not 1 <= resize_long[0] <= resize_long[1]):
+        raise UserError(f"resize_long must be two sizes 1 <= min <= max, got {list(resize_long)}")
+    if jitter is not None and (len(jitter) != 4 or min(jitter) < 0):
+        raise UserError(f"jitter must be four values >= 0 (brightness, contrast, saturation, hue), got {list(jitter)}")
 
 
 class CamTrainModule(nn.Module):

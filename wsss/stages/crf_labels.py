@@ -89,7 +89,11 @@ def read_cam_item(path: Path, image_size: tuple[int, int], num_classes: int) -> 
 
 
 def cam_folder_ids(folder: Path, split: str, split_ids: list[str]) -> Manifest:
-    """Check that ``--cams`` is a complete ``cam`` artifact with exactly one file per id of the split."""
+    """Check that ``--cams`` is a complete ``cam`` artifact with a file for every id of the split.
+
+    Files of ids outside the split are an error when the artifact was made for this split; when it was made
+    for another split (e.g. train_aug CAMs used on train), they are expected and left out.
+    """
     try:
         manifest = read_manifest(folder, kind="cam")
     except UserError as e:
@@ -97,7 +101,10 @@ def cam_folder_ids(folder: Path, split: str, split_ids: list[str]) -> Manifest:
     present = {p.stem for p in Path(folder).glob("*.npz") if not p.name.startswith(".")}
     extra = sorted(present - set(split_ids))
     missing = [i for i in split_ids if i not in present]
-    if extra:
+    if extra and manifest.split not in (None, split):
+        LOG.info("--cams %s: using %d of its %d '%s' CAM files for split '%s'", folder, len(present) - len(extra),
+                 len(present), manifest.split, split)
+    elif extra:
         raise UserError(f"--cams {folder}: {len(extra)} CAM files are not ids of split '{split}' (first: "
                         f"{', '.join(extra[:3])}); use the split the CAMs were made for "
                         f"('{manifest.split}')")
