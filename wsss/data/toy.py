@@ -29,7 +29,7 @@ So ``train_aug = VOC train + SBD train + SBD val - VOC val`` has exactly ``T + E
 val) are VOC val images that must be left out, and VOC-train ids in SBD carry an SBD mask that differs from the
 VOC one (SBD's is one pixel coarser and has no 255 band), so "VOC's mask wins" is observable.
 
-Images: a smooth coloured background with grain; 1 to 3 objects, each a grey textured elliptical body (the same
+Images: a smooth background of muted colours with grain; 1 to 3 objects, each a grey textured elliptical body (the same
 look for every class) carrying a small part whose colour and pattern identify the class. A classifier can only
 tell classes apart by the part, so its CAMs cover the part and miss most of the body, as on real photos.
 Every one of the 20 VOC classes appears, cycled through a seeded permutation.
@@ -177,8 +177,9 @@ def _draw_image(rng: np.random.Generator, size: int, cycle: _ClassCycle) -> tupl
     """One image: uint8 (H, W, 3) and its objects (drawn in order, later ones on top)."""
     short = int(rng.integers(int(0.75 * size), size + 1))
     h, w = (short, size) if rng.random() < 0.7 else (size, short)
-    low = rng.uniform(40, 230, size=(3, 3, 3)).astype(np.uint8)
-    image = np.asarray(Image.fromarray(low).resize((w, h), Image.BILINEAR), np.float32)
+    low = rng.uniform(40, 230, size=(3, 3, 3))
+    low = 0.5 * low + 0.5 * low.mean(axis=2, keepdims=True)  # muted colours: the saturated parts stand out
+    image = np.asarray(Image.fromarray(low.astype(np.uint8)).resize((w, h), Image.BILINEAR), np.float32)
     image += rng.normal(0, 6, size=image.shape)
     objects = _place_objects(rng, h, w, cycle.take(int(rng.integers(1, 4))))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
