@@ -387,6 +387,23 @@ def test_single_stage_param_groups_follow_the_reference():
     assert groups["new_bias"]["lr"] == pytest.approx(2e-2) and groups["new_bias"]["weight_decay"] == 0.0
 
 
+@pytest.mark.parametrize("backbone,groups,trainable,keys", [
+    ("wideresnet38", (35, 0, 26, 13), 137_104_500, 309),
+    ("vgg16", (13, 13, 26, 13), 30_540_916, 111),
+    ("resnet50", (52, 0, 26, 13), 41_143_412, 399),
+    ("resnet101", (103, 0, 26, 13), 60_083_316, 705),
+])
+def test_reference_freezing_groups_and_sizes(backbone, groups, trainable, keys):
+    """Group sizes, trainable parameter counts and state-dict sizes verified on the reference (spec 2.1, 2.2, 2.6)."""
+    with torch.device("meta"):
+        net = build_model("single_stage", backbone=backbone)
+    sizes = {g["name"]: len(g["params"]) for g in net.param_groups(1e-3, 5e-4)}
+    names = ("pretrained_weight", "pretrained_bias", "new_weight", "new_bias")
+    assert tuple(sizes.get(n, 0) for n in names) == groups
+    assert sum(p.numel() for p in net.parameters() if p.requires_grad) == trainable
+    assert len(net.state_dict()) == keys
+
+
 def test_bsl_forward_backward():
     torch.manual_seed(0)
     net = build_model("bsl", backbone="tiny").train()

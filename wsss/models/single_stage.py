@@ -105,8 +105,8 @@ class SingleStageNet(_OriginalLayout, BackboneNetwork):
 
     def __init__(self, *, backbone: str = "wideresnet38", num_classes: int = 21,
                  backbone_kwargs: Optional[dict] = None, psi: float = SG_PSI,
-                 pamr_iterations: int = DEFAULT_ITERATIONS, pamr_dilations: Sequence[int] = DEFAULT_DILATIONS, focal_power: float = FOCAL_POWER,
-                 focal_lambda: float = FOCAL_LAMBDA):
+                 pamr_iterations: int = DEFAULT_ITERATIONS, pamr_dilations: Sequence[int] = DEFAULT_DILATIONS,
+                 focal_power: float = FOCAL_POWER, focal_lambda: float = FOCAL_LAMBDA):
         super().__init__(backbone=backbone, backbone_kwargs=backbone_kwargs)
         if num_classes < 2:
             raise ValueError(f"single_stage: num_classes counts the background and must be >= 2, got {num_classes}")
