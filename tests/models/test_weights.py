@@ -199,3 +199,20 @@ def test_missing_num_batches_tracked_is_tolerated():
     load_state_dict_strict(net, sd)
     with pytest.raises(UserError, match="expected a state_dict"):
         load_state_dict_strict(net, {"stem.0.weight": [1.0]})
+
+
+def test_backbone_init_from_our_classifier_checkpoint(tmp_path):
+    from wsss.engine.checkpoint import save_checkpoint
+    from wsss.models.registry import build_model
+    from wsss.models.weights import load_backbone_init
+
+    cam = build_model("cam", backbone="tiny", num_classes=20)
+    save_checkpoint(tmp_path / "cam.pt", model_name="cam", model_kwargs={"backbone": "tiny", "num_classes": 20},
+                    state_dict=cam.state_dict(), config={}, epoch=0, iteration=1)
+    single = build_model("single_stage", backbone="tiny")
+    load_backbone_init(single.backbone, tmp_path / "cam.pt")
+    mine, theirs = single.backbone.state_dict(), cam.backbone.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    vgg = build_model("vgg16")
+    with pytest.raises(UserError, match="on backbone 'tiny', expected one on backbone 'vgg16'"):
+        load_backbone_init(vgg, tmp_path / "cam.pt")

@@ -102,13 +102,26 @@ def load_state_dict_strict(module: nn.Module, state_dict: dict, allow_missing: I
     module.load_state_dict(full, strict=True)
 
 
+def _checkpoint_backbone(ckpt: dict, backbone: nn.Module, source: str) -> dict:
+    """The ``backbone.*`` tensors of one of our checkpoints, checked to be of the same backbone."""
+    name = getattr(backbone, "name", None)
+    theirs = (ckpt.get("model_kwargs") or {}).get("backbone")
+    if theirs != name:
+        raise UserError(f"{source}: a checkpoint of model {ckpt.get('model')!r} on backbone {theirs!r}, "
+                        f"expected one on backbone {name!r}")
+    prefix = "backbone."
+    return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+
+
 def load_backbone_init(backbone: nn.Module, path: Any) -> None:
     """Load an ImageNet initialisation into a backbone, strictly; its classifier keys are dropped explicitly.
 
     Args:
         backbone: a registered backbone (its ``init_drop`` names the keys meant to be dropped).
         path: the file (``ilsvrc-cls_rna-a1_cls1000_ep-0001.pth``, ``vgg16_20M.pth``, ``resnet50-19c8e357.pth``,
-            ...), or ``"torchvision"`` for torchvision's weight enum of a ResNet (downloads when online).
+            ...), or ``"torchvision"`` for torchvision's weight enum of a ResNet (downloads when online), or one of
+            our checkpoints of a network on the same backbone (its ``backbone.*`` tensors, e.g. a classifier
+            pretrained on the toy data, where no ImageNet file exists).
     """
     source = str(path)
     if source == "torchvision":
@@ -123,11 +136,12 @@ def load_backbone_init(backbone: nn.Module, path: Any) -> None:
     else:
         state_dict = read_weights_file(Path(path))
         if isinstance(state_dict, dict) and all(k in state_dict for k in CHECKPOINT_KEYS):
-            raise UserError(f"{path}: a wsss checkpoint, expected an ImageNet initialisation (flat state_dict)")
-        state_dict = strip_module_prefix(state_dict, source) if isinstance(state_dict, dict) else state_dict
+            state_dict = _checkpoint_backbone(state_dict, backbone, source)
+        else:
+            state_dict = strip_module_prefix(state_dict, source) if isinstance(state_dict, dict) else state_dict
     load_state_dict_strict(backbone, state_dict, allow_unexpected=getattr(backbone, "init_drop", ()),
                            source=source)
-    LOG.info("%s: loaded the ImageNet initialisation of %s", source, getattr(backbone, "name", "backbone"))
+    LOG.info("%s: loaded the initialisation of %s", source, getattr(backbone, "name", "backbone"))
 
 
 def load_network(path: Any, model: Optional[str] = None, **kwargs: Any) -> nn.Module:
