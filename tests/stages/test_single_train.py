@@ -41,7 +41,7 @@ def test_no_checkpoint_score_during_warm_up_and_bsl_trains(toy_data, tmp_path):
 def test_recipes_layer_under_config_and_flags(tmp_path):
     cfg = resolve_config(flags={"backbone": "tiny"})
     assert (cfg.crop, cfg.epochs, cfg.lr, cfg.optimizer, cfg.poly_power, cfg.sync_bn) == \
-        (96, 30, 3e-4, "adam", 0.0, False)
+        (96, 30, 1e-4, "adam", 0.0, False)
     assert resolve_config(flags={"backbone": "tiny", "crop": 48}).crop == 48
     default = resolve_config()
     assert (default.backbone, default.crop, default.epochs, default.lr, default.warmup_epochs) == \

@@ -9,7 +9,7 @@ wideresnet38    321    25 (NUM_EPOCHS 24, incl.)  1e-3      released model: the 
 resnet50        448    21                         5e-4      output stride 16, no dilation
 resnet101       448    21                         1e-3
 vgg16           448    33                         1e-3      only conv1_x frozen
-tiny            96     30                         3e-4      toy-data recipe (ours): Adam, batch 8, warm-up 15
+tiny            96     30                         1e-4      toy-data recipe (ours): Adam, batch 8, warm-up 15
 ==============  =====  =========================  ========  ==========================================
 
 Common: train_aug, batch 16, SGD momentum 0.9 (no PSA quirk), weight decay 5e-4 (weights only), **constant**
@@ -48,7 +48,7 @@ TRAIN_RECIPES = {
     "resnet50": {"crop": 448, "epochs": 21, "lr": 5e-4},
     "resnet101": {"crop": 448, "epochs": 21, "lr": 1e-3},
     "vgg16": {"crop": 448, "epochs": 33, "lr": 1e-3},
-    "tiny": {"crop": 96, "epochs": 30, "lr": 3e-4, "optimizer": "adam", "batch_size": 8, "warmup_epochs": 15},
+    "tiny": {"crop": 96, "epochs": 30, "lr": 1e-4, "optimizer": "adam", "batch_size": 8, "warmup_epochs": 15},
 }
 BSL_EPOCHS = 7
 
