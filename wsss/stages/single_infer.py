@@ -33,12 +33,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss.artifacts import Manifest, input_record, read_manifest
+from wsss.artifacts import Manifest, input_record
 from wsss.config import identity, runtime
-from wsss.engine.distributed import barrier, init_distributed, open_output, shard
+from wsss.engine.distributed import init_distributed, open_output
+from wsss.engine.inference import each, write_items
 from wsss.errors import UserError
 from wsss.ops.multiscale import scaled_images
-from wsss.runtime import LOG, setup
+from wsss.runtime import setup
 
 MODELS = ("single_stage", "bsl")
 _R38 = {"scales": (1.0, 0.5, 1.5, 2.0), "pad_size": 1024, "fp_cut": 0.1, "bg_pow": 3.0, "clean": False}
@@ -225,18 +226,11 @@ def run(cfg: SingleInferConfig) -> Manifest:
     inputs = {"data": input_record(cfg.data), "weights": input_record(cfg.weights)}
     out = open_output(cfg.out, dist, kind="label", stage="single_infer", config=identity(cfg), inputs=inputs,
                       overwrite=bool(cfg.overwrite))
-    if out.state == "done":
-        LOG.info("%s: complete label artifact of the same config and inputs: nothing to do", cfg.out)
-        return read_manifest(cfg.out, kind="label")
-    todo = [i for i in shard(ids, dist) if not out.has_item(i, ".png")]
-    LOG.info("single infer: %d of %d ids to do on rank %d (%s)", len(todo), len(ids), dist.rank, out.state)
-    for image_id in todo:
+
+    def item(image_id: str):
         labels = predict_labels(cfg, network, data, image_id, norm)
-        out.write_item(image_id, ".png", lambda p, lab=labels: write_label_png(p, lab, data.palette))
-    barrier()
-    if dist.is_main:
-        out.complete(num_items=len(ids), split=cfg.split,
-                     extra={"classes": list(data.classes),
-                            "labels_from": "ground truth" if cfg.clean else f"scores > {cfg.fp_cut}"})
-    barrier()
-    return read_manifest(cfg.out, kind="label")
+        return lambda path: write_label_png(path, labels, data.palette)
+
+    return write_items(out, ids, dist, lambda todo: each(todo, item), split=cfg.split,
+                       extra={"classes": list(data.classes),
+                              "labels_from": "ground truth" if cfg.clean else f"scores > {cfg.fp_cut}"})
