@@ -6,6 +6,7 @@ from wsss.artifacts import read_manifest
 from wsss.cli.main import cli
 
 from tests.stages.cam_artifacts import write_cam_artifact, write_tiny_affinity_net
+from tests.cli.checks import assert_user_error
 
 
 @pytest.fixture(scope="module")
@@ -16,15 +17,6 @@ def inputs(toy_data, tmp_path_factory):
 
 def invoke(*args):
     return CliRunner().invoke(cli, [*map(str, args)])
-
-
-def assert_user_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith(("wsss: error:", "Error:"))]
-    assert len(lines) == 1, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.mark.parametrize("command,options", [

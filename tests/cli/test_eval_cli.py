@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from wsss.cli.main import cli
 from wsss.data.dataset import open_dataset
 from wsss.data.palette import write_label_png
+from tests.cli.checks import assert_user_error
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +29,6 @@ def pred(data, tmp_path):
 
 def invoke(*args):
     return CliRunner().invoke(cli, ["eval", *map(str, args)])
-
-
-def assert_user_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith(("wsss: error:", "Error:"))]
-    assert len(lines) == 1, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_help():

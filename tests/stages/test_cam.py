@@ -193,3 +193,15 @@ def test_psa_file_with_a_renamed_key_fails_clearly(toy_data, tmp_path):
     last = result.output.strip().splitlines()[-1]
     assert "fc8" in last and "Traceback" not in result.output
     assert not (tmp_path / "o" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("settings", [{"crop": 0}, {"resize_long": (64, 32)}, {"resize_long": (1, 2, 3)},
+                                      {"jitter": (0.3, 0.3, -0.1, 0.0)}, {"jitter": (0.3,)}])
+def test_augmentation_values_from_a_config_file_are_user_errors(settings):
+    with pytest.raises(UserError, match="augmentation settings"):
+        cam_train.CamTrainConfig(**settings)
+    if "jitter" in settings:
+        from wsss.stages.aff_train import AffTrainConfig
+
+        with pytest.raises(UserError, match="augmentation settings"):
+            AffTrainConfig(**settings)

@@ -77,6 +77,8 @@ class JointTransformConfig:
             raise ValueError(f"crop_pad must be 'zero' or 'black', got {self.crop_pad!r}")
         if self.jitter is not None and len(self.jitter) != 4:
             raise ValueError(f"jitter needs (brightness, contrast, saturation, hue), got {self.jitter}")
+        if self.jitter is not None and min(self.jitter) < 0:
+            raise ValueError(f"jitter values must be >= 0, got {self.jitter}")
 
     @classmethod
     def psa_cls(cls, crop: int = 448) -> "JointTransformConfig":

@@ -24,7 +24,6 @@ from wsss.artifacts import Manifest, input_record, read_manifest
 from wsss.data.palette import read_label_png
 from wsss.engine import TrainConfig, fit
 from wsss.errors import UserError
-from wsss.stages.cam_train import check_augmentation
 from wsss.ops.affinity import RADIUS, STRIDE, affinity_label_map, affinity_loss, feature_affinity, pair_labels
 
 
@@ -48,9 +47,18 @@ class AffTrainConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_augmentation(self.crop, None, self.jitter)
+        try:
+            self.transform_recipe()
+        except ValueError as e:  # values from --config or a recipe skip click's range checks
+            raise UserError(f"augmentation settings: {e}") from None
         if self.radius < 2:
             raise UserError(f"--radius must be >= 2, got {self.radius}")
+
+    def transform_recipe(self):
+        """PSA train_aff: colour jitter, crop padded with raw black, flip; no rescaling."""
+        from wsss.data.transforms import JointTransformConfig
+
+        return dataclasses.replace(JointTransformConfig.psa_aff(self.crop), jitter=tuple(self.jitter))
 
 
 class AffTrainModule(nn.Module):
@@ -102,7 +110,7 @@ def run(cfg: AffTrainConfig) -> Manifest:
     """Train AffinityNet into ``cfg.out``; returns the run's ``checkpoint`` manifest."""
     from wsss.data.dataset import open_dataset
     from wsss.data.datasets import SegmentationDataset
-    from wsss.data.transforms import JointTransform, JointTransformConfig
+    from wsss.data.transforms import JointTransform
     from wsss.models.normalization import normalization_for
     from wsss.models.registry import build_model
 
@@ -125,8 +133,7 @@ def run(cfg: AffTrainConfig) -> Manifest:
             from wsss.models.weights import load_backbone_init
 
             load_backbone_init(network.backbone, cfg.init_weights)
-        recipe = dataclasses.replace(JointTransformConfig.psa_aff(cfg.crop), jitter=tuple(cfg.jitter))
-        transform = JointTransform(recipe, normalization_for(cfg.backbone))
+        transform = JointTransform(cfg.transform_recipe(), normalization_for(cfg.backbone))
         masks = {"la": label_reader(cfg.la, "la"), "ha": label_reader(cfg.ha, "ha")}
         return AffTrainModule(network, cfg.radius), SegmentationDataset(data, cfg.split, masks, transform)
 

@@ -41,18 +41,17 @@ class CamTrainConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_augmentation(self.crop, self.resize_long, self.jitter)
+        try:
+            self.transform_recipe()
+        except ValueError as e:  # values from --config or a recipe skip click's range checks
+            raise UserError(f"augmentation settings: {e}") from None
 
+    def transform_recipe(self):
+        """PSA train_cls: random long side, flip, colour jitter, normalise, then crop with zero padding."""
+        from wsss.data.transforms import JointTransformConfig
 
-def check_augmentation(crop: int, resize_long=None, jitter=None) -> None:
-    """Range checks of the augmentation settings, for values that come from a config file or a recipe."""
-    if crop < 1:
-        raise UserError(f"--crop must be >= 1, got {crop}")
-    if resize_long is not None and (len(resize_long) != 2 or not 1 <= resize_long[0] <= resize_long[1]):
-        raise UserError(f"resize_long must be two sizes 1 <= min <= max, got {list(resize_long)}")
-    if jitter is not None and (len(jitter) != 4 or min(jitter) < 0):
-        raise UserError(f"jitter must be four values >= 0 (brightness, contrast, saturation, hue), got {list(jitter)}")
-
+        return JointTransformConfig(long_side_range=tuple(self.resize_long), flip=True, jitter=tuple(self.jitter),
+                                    crop=self.crop)
 
 class CamTrainModule(nn.Module):
     """Classifier + multilabel soft-margin loss; the loss the engine minimises."""
@@ -109,7 +108,7 @@ def run(cfg: CamTrainConfig) -> Manifest:
     """Train the classifier into ``cfg.out``; returns the run's ``checkpoint`` manifest."""
     from wsss.data.dataset import open_dataset
     from wsss.data.datasets import ClassificationDataset
-    from wsss.data.transforms import JointTransform, JointTransformConfig
+    from wsss.data.transforms import JointTransform
     from wsss.models.normalization import normalization_for
     from wsss.models.registry import build_model
 
@@ -130,8 +129,7 @@ def run(cfg: CamTrainConfig) -> Manifest:
             from wsss.models.weights import load_backbone_init
 
             load_backbone_init(network.backbone, cfg.init_weights)
-        transform = JointTransform(JointTransformConfig(long_side_range=cfg.resize_long, flip=True,
-                                                        jitter=cfg.jitter, crop=cfg.crop), norm)
+        transform = JointTransform(cfg.transform_recipe(), norm)
         return CamTrainModule(network), ClassificationDataset(data, cfg.split, transform=transform)
 
     validate = classification_validator(data, cfg.val_split, norm) if cfg.val_split else None
