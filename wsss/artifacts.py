@@ -151,7 +151,7 @@ class OutputDir:
         state = cls._decide(folder, ident, kind, stage, overwrite)
         out = cls(folder, kind, stage, config, inputs, state)
         if state == "fresh" and create:
-            out._start(ident)
+            out._start()
         return out
 
     @staticmethod
@@ -183,15 +183,10 @@ class OutputDir:
         shutil.rmtree(folder)
         return "fresh"
 
-    def _start(self, ident: str) -> None:
+    def _start(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.folder / PARTIAL, {"kind": self.kind, "stage": self.stage, "config": self.config,
                                                   "inputs": self.inputs, "wsss_version": __version__})
-
-    def ensure_started(self) -> None:
-        """Write the partial marker for a fresh folder opened with ``create=False`` (e.g. on rank 0 only)."""
-        if self.state == "fresh" and not (self.folder / PARTIAL).is_file():
-            self._start("")
 
     def item_path(self, item_id: str, suffix: str) -> Path:
         return self.folder / f"{item_id}{suffix}"

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from wsss.errors import UserError
 
 
 class FloatList(click.ParamType):
@@ -62,12 +61,6 @@ def common_options(f):
 def flags(**kwargs) -> dict:
     """The options the user actually gave (drop ``None`` and the ``config_file`` entry)."""
     return {k: v for k, v in kwargs.items() if v is not None and k != "config_file"}
-
-
-def require_folder(path: Path, option: str) -> Path:
-    if not Path(path).is_dir():
-        raise UserError(f"{option} {path}: no such folder")
-    return Path(path)
 
 
 def train_options(f):

@@ -46,16 +46,6 @@ def init_distributed(device) -> DistInfo:
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def current() -> DistInfo:
-    """Rank info of the running process group (rank 0 of 1 when none is initialised)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                        local_rank=int(os.environ.get("LOCAL_RANK", "0")))
-    return DistInfo()
-
-
 def barrier() -> None:
     import torch.distributed as dist
 
