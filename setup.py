@@ -28,6 +28,7 @@ setup(
         "PyYAML>=6.0",       # pipeline recipes and --config files
         "tqdm>=4.65",        # progress bars on a terminal
         "tensorboard>=2.14", # training scalars and CAM images
+        "pycocotools>=2.0.7", # COCO polygons and RLE (wsss data prepare coco)
     ],
     extras_require={"test": ["pytest>=7.4"]},
     entry_points={"console_scripts": ["wsss=wsss.cli.main:main"]},

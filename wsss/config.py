@@ -1,7 +1,9 @@
 """Stage configs: frozen dataclasses resolved as default < recipe < ``--config`` file < command-line flag.
 
-A field declared with :func:`runtime` (device, workers, logging) does not change what a stage produces, so it
-is left out of :func:`identity`, the part of the config that decides whether an output folder can be reused.
+A field declared with :func:`option` is also a command-line option (``--field-name``), declared once, next to its
+default: the commands are generated from the config (:mod:`wsss.cli.stage_commands`). A field declared with
+:func:`runtime` (device, workers, logging) does not change what a stage produces, so it is left out of
+:func:`identity`, the part of the config that decides whether an output folder can be reused.
 """
 from __future__ import annotations
 
@@ -15,9 +17,39 @@ from wsss.errors import UserError
 C = TypeVar("C")
 
 
-def runtime(default: Any = None, **kwargs: Any) -> Any:
-    """A config field that does not affect results (device, workers, ...)."""
-    return dataclasses.field(default=default, metadata={"runtime": True}, **kwargs)
+def option(default: Any = None, help: str = "", *, type: Optional[str] = None, required: bool = False,
+           runtime: bool = False) -> Any:
+    """A config field that is also a command-line option ``--field-name``.
+
+    Args:
+        default: the field's default (shown in ``--help``; the option itself defaults to "not given").
+        help: one line for ``--help``; it does not restate the default.
+        type: a value type of :mod:`wsss.cli.options` beyond what the annotation says (``positive``, ``count``,
+            ``fraction``, ``backbone``, ``choice:a|b``, ...).
+        required: the command refuses to run without it.
+        runtime: the value does not change what the stage produces (see :func:`runtime`).
+    """
+    metadata = {"help": help, "type": type, "required": required}
+    if runtime:
+        metadata["runtime"] = True
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def runtime(default: Any = None, help: str = "", *, type: Optional[str] = None) -> Any:
+    """A config field that does not affect results (device, workers, ...); with ``help``, also an option."""
+    if help:
+        return option(default, help, type=type, runtime=True)
+    return dataclasses.field(default=default, metadata={"runtime": True})
+
+
+def field_metadata(cls: type, name: str) -> Mapping:
+    """The metadata of field ``name``, from the nearest class of ``cls``'s MRO that declared it with some (a subclass
+    that only changes a default, ``lr: float = 0.1``, keeps the base field's help and type)."""
+    for klass in cls.__mro__:
+        f = getattr(klass, "__dataclass_fields__", {}).get(name)
+        if f is not None and f.metadata:
+            return f.metadata
+    return {}
 
 
 def load_yaml(path: Path) -> dict:
@@ -107,7 +139,8 @@ def to_dict(cfg: Any) -> dict:
 def identity(cfg: Any) -> dict:
     """What decides whether an existing output can be reused: the config without runtime-only fields and
     without ``out`` (the folder itself), paths resolved so that ``runs/x`` and ``/abs/runs/x`` agree."""
-    runtime_names = {f.name for f in dataclasses.fields(cfg) if f.metadata.get("runtime")} | {"out"}
+    cls = type(cfg)
+    runtime_names = {f.name for f in dataclasses.fields(cfg) if field_metadata(cls, f.name).get("runtime")} | {"out"}
     paths = {f.name for f in dataclasses.fields(cfg) if isinstance(getattr(cfg, f.name), Path)}
     return {k: str(Path(v).resolve()) if k in paths else v
             for k, v in to_dict(cfg).items() if k not in runtime_names}

@@ -50,7 +50,7 @@ def test_report_and_metrics(toy_data, pred, tmp_path):
 def test_missing_prediction(data, toy_data, pred):
     gone = data.ids("val")[3]
     (pred / f"{gone}.png").unlink()
-    assert_user_error(invoke("--data", toy_data, "--split", "val", "--pred", pred), "no .png file for 1 of", gone,
+    assert_user_error(invoke("--data", toy_data, "--split", "val", "--pred", pred), "no label PNG for 1 of", gone,
                       "--allow-missing")
     result = invoke("--data", toy_data, "--split", "val", "--pred", pred, "--allow-missing")
     assert result.exit_code == 0, result.output

@@ -1,4 +1,4 @@
-"""``wsss data toy`` and ``wsss data prepare voc|coco`` through click's CliRunner."""
+"""``wsss data toy`` and ``wsss data prepare voc`` through CliRunner (coco: test_coco.py; folder: test_folder.py)."""
 from __future__ import annotations
 
 import pytest
@@ -67,8 +67,3 @@ def test_prepare_bad_inputs(tmp_path, toy_root):
     (tmp_path / "file").write_text("x")
     _assert_user_error(_run("data", "prepare", "voc", "--voc-root", str(toy_root), "--out", str(tmp_path / "file")),
                        "--out", "regular file")
-
-
-def test_prepare_coco_is_not_available_yet(tmp_path):
-    _assert_user_error(_run("data", "prepare", "coco", "--coco-root", str(tmp_path), "--out", str(tmp_path / "d")),
-                       "COCO", "not available yet")

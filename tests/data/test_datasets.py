@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from wsss.data.dataset import open_dataset
-from wsss.data.datasets import ClassificationDataset, InferenceDataset, SegmentationDataset
+from wsss.data.datasets import ClassificationDataset, SegmentationDataset
 from wsss.data.transforms import JointTransform, JointTransformConfig
 from wsss.models.normalization import normalization_for
 from wsss.errors import UserError
@@ -68,14 +68,6 @@ def test_reserved_mask_names(data):
         SegmentationDataset(data, "train", {"label": data.read_mask})
 
 
-def test_inference_items_are_raw(data):
-    ds = InferenceDataset(data, "val")
-    item = ds[0]
-    assert item["image"].dtype == torch.uint8 and item["image"].shape[2] == 3
-    np.testing.assert_array_equal(item["image"].numpy(), data.read_image(item["id"]))
-    assert item["has_label"] and item["label"].shape == (20,)
-
-
 def test_test_split_has_no_labels(tmp_path):
     import shutil
 
@@ -89,10 +81,7 @@ def test_test_split_has_no_labels(tmp_path):
     tiny = open_dataset(tmp_path / "data")
     with pytest.raises(UserError, match="--split test: 1 ids have no image-level labels"):
         ClassificationDataset(tiny, "test")
-    item = InferenceDataset(tiny, "test")[0]
-    assert not item["has_label"] and item["label"].tolist() == [0.0, 0.0, 0.0]
-    with pytest.raises(UserError):
-        InferenceDataset(tiny, "test", require_labels=True)
+    assert not tiny.has_labels("t1") and tiny.ids("test") == ["t1"]
 
 
 def test_unknown_split(data):

@@ -11,7 +11,8 @@ import scipy.io
 from wsss.data.classes import VOC_CLASSES
 from wsss.data.palette import IGNORE_INDEX, read_label_png
 from wsss.data.toy import write_toy
-from wsss.data.voc import classes_present, read_id_list, read_sbd_mat, read_voc_xml
+from tests.data.voc_xml import read_voc_xml
+from wsss.data.voc import classes_present, read_id_list, read_sbd_mat
 from wsss.errors import UserError
 
 

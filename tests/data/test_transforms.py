@@ -122,7 +122,6 @@ def test_presets_give_the_published_sizes():
         assert img.shape == (3, size, size) and masks["m"].shape == (size, size)
     assert JointTransformConfig.psa_cls().long_side_range == (256, 512)
     assert JointTransformConfig.seam().long_side_range == (448, 768)
-    assert JointTransformConfig.psa_cls().scaled(0.25).crop == 112
 
 
 def test_jitter_changes_colours_only():

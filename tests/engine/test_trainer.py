@@ -201,10 +201,30 @@ def test_config_error_leaves_the_previous_run_untouched(tmp_path):
     assert read_manifest(run, "checkpoint").created_at == m.created_at
 
 
-def test_best_checkpoint_is_chosen_by_score(tmp_path):
-    from wsss.engine.hooks import best_checkpoint
+def test_best_score_is_hook_state_that_survives_a_resume(tmp_path):
+    """The best checkpoint is the validation hook's state, carried through last.pt, not parsed from file names."""
+    scores = iter([0.7, 0.65, 0.8, 0.9])  # epochs 1, 2 of the first run; epochs 3, 4 after the resume
 
-    for name in ("best_e002_s0.700.pt", "best_e010_s0.650.pt", "final.pt"):
-        (tmp_path / name).write_bytes(b"")
-    assert best_checkpoint(tmp_path).name == "best_e002_s0.700.pt"
-    assert best_checkpoint(tmp_path / "none") is None
+    def validate(network):
+        return {"score": next(scores)}
+
+    class Killed(Exception):
+        pass
+
+    class DiesInEpoch3(Regression):
+        def forward(self, batch):
+            if self.calls == 9:
+                raise Killed()
+            return super().forward(batch)
+
+    run = tmp_path / "run"
+    build = lambda module: (lambda: (module(), NoisyDataset()))  # noqa: E731
+    with pytest.raises(Killed):
+        fit(_cfg(run, epochs=4, val_every=1), stage="t", build=build(DiesInEpoch3), model_name="n", model_kwargs={},
+            validate=validate)
+    assert sorted(p.name for p in run.glob("best_*")) == ["best_e001_s0.700.pt"]
+    (run / "best_e009_s0.990.pt").write_bytes(b"")  # a decoy: the score lives in the hook, not in file names
+    m = fit(_cfg(run, epochs=4, val_every=1), stage="t", build=build(Regression), model_name="n", model_kwargs={},
+            validate=validate)
+    assert m.extra["best"] == "best_e004_s0.900.pt"
+    assert sorted(p.name for p in run.glob("best_*")) == ["best_e004_s0.900.pt", "best_e009_s0.990.pt"]

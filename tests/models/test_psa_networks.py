@@ -36,7 +36,7 @@ def test_aff_forward_backward(backbone):
     assert torch.isfinite(out["features"]).all() and (out["features"] >= -1).all()  # ELU output
     out["features"].mean().backward()
     assert all(getattr(net, n).weight.grad is not None for n in ("f8_3", "f8_4", "f8_5", "f9"))
-    assert net.stride == 8 and net.group_norm == (backbone == "vgg16")
+    assert net.backbone.strides["conv6"] == 8 and net.group_norm == (backbone == "vgg16")
 
 
 def test_cam_relations_to_the_reference_forward_cam():

@@ -216,3 +216,16 @@ def test_backbone_init_from_our_classifier_checkpoint(tmp_path):
     vgg = build_model("vgg16")
     with pytest.raises(UserError, match="on backbone 'tiny', expected one on backbone 'vgg16'"):
         load_backbone_init(vgg, tmp_path / "cam.pt")
+
+
+def test_a_module_check_on_load_becomes_a_user_error_naming_the_file():
+    """PAMR refuses kernels other than its fixed ones with a ValueError (an op); the loader names the file."""
+    from wsss.models.registry import build_model
+    from wsss.models.weights import load_state_dict_strict
+
+    net = build_model("single_stage", backbone="tiny", num_classes=4)
+    state = net.state_dict()
+    key = next(k for k in state if k.endswith("neighbour_kernel"))
+    state[key] = torch.ones_like(state[key])
+    with pytest.raises(UserError, match="weights.pth: PAMR buffer 'neighbour_kernel'"):
+        load_state_dict_strict(net, state, source="weights.pth")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wsss.data.palette import IGNORE_INDEX
-from wsss.ops.affinity import (affinity_label_map, affinity_labels, affinity_loss, downsample_labels,
+from wsss.ops.affinity import (affinity_label_map, affinity_loss, downsample_labels,
                                feature_affinity, pair_index, pair_labels, pair_offsets, source_size)
 
 IGN = IGNORE_INDEX
@@ -115,7 +115,7 @@ def test_affinity_labels_end_to_end_and_batched_pair_labels():
     ha = np.zeros((80, 96), np.uint8)
     la[16:48, 24:64] = 5
     ha[8:56, 16:72] = 5
-    out = affinity_labels(la, ha)
+    out = pair_labels(affinity_label_map(la, ha))
     assert out["fg_pos"].shape == (34, 6, 4)
     batch = pair_labels(torch.stack([affinity_label_map(la, ha)] * 2))
     assert batch["neg"].shape == (2, 34, 6, 4)

@@ -8,7 +8,7 @@ import torch
 
 from wsss.artifacts import OutputDir, input_record
 from wsss.data.dataset import open_dataset
-from wsss.stages.cam_infer import save_cam_npz
+from wsss.artifacts.items import write_cam as save_cam_npz
 
 
 def toy_cams(data, image_id: str, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -54,7 +54,7 @@ def test_aff_train_input_errors(toy_data, la_ha, tmp_path):
     with pytest.raises(UserError, match="--la .*cam|expected a 'label'|no manifest"):
         aff_train.run(aff_train.AffTrainConfig(data=toy_data, split="train", la=tmp_path, ha=ha, backbone="tiny",
                                                out=tmp_path / "b"))
-    with pytest.raises(UserError, match="ids of the split have no label PNG"):
+    with pytest.raises(UserError, match="none of the 8 ids of split 'val' has a label PNG"):
         aff_train.run(aff_train.AffTrainConfig(data=toy_data, split="val", la=la, ha=ha, backbone="tiny",
                                                out=tmp_path / "c"))
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()

@@ -112,7 +112,7 @@ def test_cam_files_must_match_the_split(toy_data, cams_val, tmp_path):
     with pytest.raises(UserError, match=rf"1 CAM files are not ids of split 'val' \(first: {train_id}\)"):
         run(config(toy_data, extra, tmp_path / "out"))
     part = write_cam_artifact(toy_data, "val", tmp_path / "part", ids=open_dataset(toy_data).ids("val")[:5])
-    with pytest.raises(UserError, match="no CAM file for 3 ids of split 'val'"):
+    with pytest.raises(UserError, match="no CAM file for 3 of 8 ids of split 'val'"):
         run(config(toy_data, part, tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 

@@ -131,7 +131,7 @@ def test_allow_missing_counts_the_missing_ids(data, toy_data, tmp_path):
     for image_id in gone:
         (tmp_path / "pred" / f"{image_id}.png").unlink()
         del preds[image_id]
-    with pytest.raises(UserError, match=f"no .png file for 2 of .*{gone[0]}"):
+    with pytest.raises(UserError, match=f"no label PNG for 2 of .*{gone[0]}"):
         run(EvalConfig(data=toy_data, split="train", pred=tmp_path / "pred", workers=0))
     metrics = run(EvalConfig(data=toy_data, split="train", pred=tmp_path / "pred", allow_missing=True, workers=0))
     assert metrics["missing"] == {"count": 2, "ids": gone}

@@ -9,14 +9,9 @@ import click
 from wsss import __version__
 from wsss.errors import UserError
 
-# name -> ("module:attribute", one-line help). Modules are imported only when their command runs.
+# Hand-written commands: name -> ("module:attribute", one-line help). Modules are imported only when they run.
 COMMANDS = {
     "data": ("wsss.cli.data:data", "Write toy data in the real VOC/SBD layout, or prepare real data."),
-    "cam": ("wsss.cli.cam:cam", "Train the CAM classifier and infer multi-scale CAMs."),
-    "crf": ("wsss.cli.crf:crf", "Dense-CRF pseudo labels from CAMs (PSA/SEAM low and high alpha)."),
-    "aff": ("wsss.cli.aff:aff", "Train AffinityNet and refine CAMs by random walk."),
-    "seam": ("wsss.cli.seam:seam", "Train SEAM and infer its CAMs."),
-    "single": ("wsss.cli.single:single", "Train and run the single-stage network (or WS-FCN)."),
     "eval": ("wsss.cli.eval:eval_cmd", "mIoU of label PNGs, or a background-threshold sweep over CAMs."),
     "pipeline": ("wsss.cli.pipeline:pipeline", "Run a YAML recipe that chains stages."),
     "compare": ("wsss.cli.compare:compare", "One table of every evaluated artifact in some runs."),
@@ -24,6 +19,20 @@ COMMANDS = {
     "models": ("wsss.cli.models:models", "List the registered networks."),
     "viz": ("wsss.cli.viz:viz", "Overlays of CAMs or labels on their images, as an HTML page."),
 }
+# Command groups of DESIGN.md not built yet: they answer with one clear line.
+PLANNED = {
+    "seam": "Train SEAM and infer its CAMs (not available yet).",
+    "irn": "Train IRN and infer its labels (not available yet).",
+    "seg": "Final segmentation retraining (not available yet).",
+}
+
+
+def lazy_commands() -> dict:
+    """Every top-level command: the stage groups of the table (:mod:`wsss.stages.table`), then the others."""
+    from wsss.stages.table import GROUPS
+
+    planned = {name: (None, text) for name, text in PLANNED.items() if name not in GROUPS}
+    return {**{name: ("stage group", text) for name, text in GROUPS.items()}, **COMMANDS, **planned}
 
 
 class LazyGroup(click.Group):
@@ -39,6 +48,12 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str):
         if name in self.lazy:
             target, _ = self.lazy[name]
+            if target is None:
+                return _unavailable(name)
+            if target == "stage group":
+                from wsss.cli.stage_commands import stage_group
+
+                return stage_group(name)
             module, attr = target.split(":")
             try:
                 return getattr(importlib.import_module(module), attr)
@@ -88,7 +103,7 @@ class ExitWithMessage(click.ClickException):
         click.echo(f"wsss: error: {self.message}", err=True)
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyGroup, lazy=lazy_commands(), context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="wsss")
 def cli() -> None:
     """wsss: weakly-supervised semantic segmentation from image-level labels.

@@ -32,6 +32,29 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
 COUNT = click.IntRange(min=1)
 
 
+def value_type(kind: str, hint: type = float) -> click.ParamType:
+    """The click type of a config field's ``type`` (see :func:`wsss.config.option`); ``hint`` is its annotation.
+
+    ``positive`` (> 0), ``non_negative`` (>= 0, int or float by the annotation), ``count`` (int >= 1), ``fraction``
+    (in [0, 1]), ``floats`` (comma-separated positives), ``logt`` (0..16), ``choice:a|b``, ``backbone`` (the
+    registry's backbones), ``model:FAMILY`` (the registry's networks of a family).
+    """
+    if kind.startswith("choice:"):
+        return click.Choice(kind.split(":", 1)[1].split("|"))
+    if kind in ("backbone",) or kind.startswith("model:"):
+        from wsss.models.registry import list_models
+
+        names = (list_models(kind="backbone") if kind == "backbone"
+                 else list_models(kind="network", family=kind.split(":", 1)[1]))
+        return click.Choice(names)
+    types = {"positive": POSITIVE, "count": COUNT, "fraction": click.FloatRange(0, 1), "floats": FLOATS,
+             "logt": click.IntRange(min=0, max=16),
+             "non_negative": click.IntRange(min=0) if hint is int else click.FloatRange(min=0)}
+    if kind not in types:
+        raise ValueError(f"unknown option type {kind!r}")
+    return types[kind]
+
+
 def _path(exists: bool = False):
     return click.Path(path_type=Path, exists=exists)
 

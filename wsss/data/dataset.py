@@ -20,7 +20,7 @@ from PIL import Image
 
 from wsss.artifacts import Manifest, read_manifest
 from wsss.data.palette import read_label_png
-from wsss.data.prepare import KIND, LABELS_FILE, MASKS_DIR, SPLITS_DIR, palette_from_hex
+from wsss.data.prepare import IMAGES_FILE, KIND, LABELS_FILE, MASKS_DIR, SPLITS_DIR, palette_from_hex
 from wsss.data.voc import image_file, read_id_list
 from wsss.errors import UserError
 
@@ -35,8 +35,8 @@ def open_dataset(path: Path) -> "PreparedData":
     try:
         manifest = read_manifest(path, KIND)
     except UserError as e:
-        raise UserError(f"--data {e} (prepare one with `wsss data prepare voc`)") from None
-    for key in ("classes", "palette", "voc_root"):
+        raise UserError(f"--data {e} (prepare one with `wsss data prepare voc|coco|folder`)") from None
+    for key in ("classes", "palette", "voc_root" if "image_root" not in manifest.extra else "image_root"):
         if key not in manifest.extra:
             raise UserError(f"--data {path}: manifest.json lacks '{key}' (not written by `wsss data prepare`)")
     return PreparedData(path, manifest)
@@ -51,6 +51,8 @@ class PreparedData:
         num_classes: number of foreground classes C.
         palette: flat palette (3 * 256 ints) for label PNGs.
         manifest: the folder's manifest.
+        source: what the folder was prepared from: ``voc``, ``coco`` or ``folder``.
+        mask_rule: how the masks were made from annotations (COCO: crowd and overlap rules), or None.
     """
 
     def __init__(self, root: Path, manifest: Manifest):
@@ -59,9 +61,12 @@ class PreparedData:
         self.classes: tuple = tuple(manifest.extra["classes"])
         self.num_classes = len(self.classes)
         self.palette: list[int] = palette_from_hex(manifest.extra["palette"])
-        self.voc_root = Path(manifest.extra["voc_root"])
-        sbd = manifest.extra.get("sbd_root")
+        self.source: str = manifest.extra.get("source", "voc")
+        self.mask_rule: Optional[dict] = manifest.extra.get("mask_rule")
+        voc, sbd, images = (manifest.extra.get(k) for k in ("voc_root", "sbd_root", "image_root"))
+        self.voc_root: Optional[Path] = Path(voc) if voc else None
         self.sbd_root: Optional[Path] = Path(sbd) if sbd else None
+        self.image_root: Optional[Path] = Path(images) if images else None
         self._ids: dict[str, list[str]] = {}
 
     def __repr__(self) -> str:
@@ -86,11 +91,20 @@ class PreparedData:
         return self._ids[split]
 
     def image_path(self, image_id: str) -> Path:
-        """The JPEG of ``image_id``: VOC ``JPEGImages`` first, SBD ``img`` as fallback.
+        """The image of ``image_id``: from ``images.json`` (COCO, folder); VOC ``JPEGImages`` first, SBD ``img``
+        as fallback (VOC).
 
         Raises:
-            UserError: the image is in neither folder.
+            UserError: the image is not there.
         """
+        if self.image_root is not None:
+            rel = self._image_files.get(image_id)
+            if rel is None:
+                raise UserError(f"image {image_id} is not in {self.root / IMAGES_FILE}")
+            path = self.image_root / rel
+            if not path.is_file():
+                raise UserError(f"image {image_id}: {path} not found (moved since `wsss data prepare`?)")
+            return path
         path = image_file(self.voc_root, self.sbd_root, image_id)
         if path is None:
             where = str(self.voc_root / "JPEGImages") + (f" or {self.sbd_root / 'img'}" if self.sbd_root else "")
@@ -107,9 +121,9 @@ class PreparedData:
             raise UserError(f"{path}: cannot read the image ({e})") from None
 
     def mask_path(self, image_id: str) -> Optional[Path]:
-        """The mask PNG of ``image_id``: VOC ``SegmentationClass`` first, then the converted SBD mask; or None."""
-        for path in (self.voc_root / "SegmentationClass" / f"{image_id}.png",
-                     self.root / MASKS_DIR / f"{image_id}.png"):
+        """The mask PNG of ``image_id``: VOC ``SegmentationClass`` first, then ``DATA/masks``; or None."""
+        voc = [self.voc_root / "SegmentationClass" / f"{image_id}.png"] if self.voc_root is not None else []
+        for path in (*voc, self.root / MASKS_DIR / f"{image_id}.png"):
             if path.is_file():
                 return path
         return None
@@ -125,20 +139,27 @@ class PreparedData:
         """
         path = self.mask_path(image_id)
         if path is None:
-            raise UserError(f"image {image_id} has no ground-truth mask (not in VOC SegmentationClass nor in "
-                            f"{self.root / MASKS_DIR})")
+            where = "VOC SegmentationClass nor in " if self.voc_root is not None else ""
+            raise UserError(f"image {image_id} has no ground-truth mask (not in {where}{self.root / MASKS_DIR})")
         try:
             return read_label_png(path)
         except (OSError, ValueError) as e:
             raise UserError(f"{path}: cannot read the mask ({e})") from None
 
-    @cached_property
-    def _labels(self) -> dict[str, list[int]]:
-        path = self.root / LABELS_FILE
+    def _read_json(self, name: str, what: str) -> dict:
+        path = self.root / name
         try:
             return json.loads(path.read_text())
         except (OSError, ValueError) as e:
-            raise UserError(f"{path}: cannot read the image labels ({e})") from None
+            raise UserError(f"{path}: cannot read the {what} ({e})") from None
+
+    @cached_property
+    def _labels(self) -> dict[str, list[int]]:
+        return self._read_json(LABELS_FILE, "image labels")
+
+    @cached_property
+    def _image_files(self) -> dict[str, str]:
+        return self._read_json(IMAGES_FILE, "image index")
 
     def has_labels(self, image_id: str) -> bool:
         """Whether ``image_id`` has image-level labels (every id with a mask has; test ids do not)."""

@@ -86,28 +86,3 @@ class SegmentationDataset(ClassificationDataset):
         reserved = {"id", "image", "label"} & set(self.mask_readers)
         if reserved:
             raise ValueError(f"mask names {sorted(reserved)} clash with the item keys id, image, label")
-
-
-class InferenceDataset(Dataset):
-    """Raw images for multi-scale inference: ``{"id", "image": uint8 (H, W, 3), "label": (C,), "has_label"}``.
-
-    The stage does its own scaling, flipping and normalisation. Ids without image labels (``test``) give an
-    all-zero label and ``has_label`` False, unless ``require_labels`` is set (then they are a UserError).
-    Items differ in size: load with ``batch_size=1`` (or a collate that keeps a list).
-    """
-
-    def __init__(self, data: PreparedData, split: str, require_labels: bool = False):
-        self.data, self.split = data, split
-        self.ids = list(data.ids(split))
-        if require_labels:
-            _require_labels(data, split, self.ids)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int) -> dict:
-        image_id = self.ids[index]
-        has_label = self.data.has_labels(image_id)
-        label = self.data.label_vector(image_id) if has_label else np.zeros(self.data.num_classes, np.float32)
-        return {"id": image_id, "image": torch.from_numpy(self.data.read_image(image_id)),
-                "label": torch.from_numpy(label), "has_label": has_label}

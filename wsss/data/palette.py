@@ -7,7 +7,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image
 
-IGNORE_INDEX = 255
+from wsss.ops import IGNORE_INDEX  # noqa: F401 - defined once, re-exported for the data layer
 
 
 def voc_palette(n: int = 256) -> list[int]:

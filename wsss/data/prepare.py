@@ -34,6 +34,8 @@ from wsss.runtime import LOG
 
 KIND, STAGE = "dataset", "data_prepare"
 SPLITS_DIR, MASKS_DIR, LABELS_FILE = "splits", "masks", "labels.json"
+# Folders prepared from COCO or from a user's folder also hold {id: image path} (see wsss.data.dataset_writer).
+IMAGES_FILE = "images.json"
 # The sizes of the real VOC 2012 + SBD splits; a mismatch on what looks like the real data is logged.
 REAL_COUNTS = {"train": 1464, "val": 1449, "trainval": 2913, "train_aug": 10582, "test": 1456}
 

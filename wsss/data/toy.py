@@ -143,16 +143,16 @@ def _assign_roles(rng: np.random.Generator, n_train: int, n_val: int) -> ToySpli
 
 
 class _ClassCycle:
-    """Hands out classes from successive seeded permutations of the 20, so every class appears evenly."""
+    """Hands out classes from successive seeded permutations of the 20 (or ``num_classes``), evenly."""
 
-    def __init__(self, rng: np.random.Generator):
-        self.rng, self.queue = rng, []
+    def __init__(self, rng: np.random.Generator, num_classes: int = NUM_CLASSES):
+        self.rng, self.queue, self.num_classes = rng, [], num_classes
 
     def take(self, n: int) -> list[int]:
         out: list[int] = []
         while len(out) < n:
             if not self.queue:
-                self.queue = [int(c) for c in self.rng.permutation(NUM_CLASSES)]
+                self.queue = [int(c) for c in self.rng.permutation(self.num_classes)]
             c = self.queue.pop()
             if c not in out:
                 out.append(c)
@@ -193,9 +193,12 @@ def _draw_image(rng: np.random.Generator, size: int, cycle: _ClassCycle) -> tupl
 
 
 def _part_texture(cls: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    """(N, 3) colours of a class's part: its colour in one of four patterns (solid, stripes, checker, dots)."""
-    colour = PART_COLOURS[cls]
-    pattern = cls % 4
+    """(N, 3) colours of a class's part: its colour in one of four patterns (solid, stripes, checker, dots).
+
+    Classes past the 20 colours (the COCO toy's 80) reuse them with the pattern shifted: 80 distinct parts.
+    """
+    colour = PART_COLOURS[cls % NUM_CLASSES]
+    pattern = (cls + cls // NUM_CLASSES) % 4
     if pattern == 0:
         on = np.ones(yy.shape, bool)
     elif pattern == 1:

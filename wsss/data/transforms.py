@@ -96,13 +96,6 @@ class JointTransformConfig:
     def single_stage(cls, crop: int = 321, scale: tuple = (0.9, 1.0)) -> "JointTransformConfig":
         return cls(resized_crop=crop, resized_crop_scale=tuple(scale), flip=True, jitter=JITTER)
 
-    def scaled(self, factor: float) -> "JointTransformConfig":
-        """The same recipe with every pixel size multiplied by ``factor`` (e.g. for small toy images)."""
-        def size(v):
-            return None if v is None else max(1, round(v * factor))
-        long_side = None if self.long_side_range is None else tuple(size(v) for v in self.long_side_range)
-        return replace(self, long_side_range=long_side, resized_crop=size(self.resized_crop), crop=size(self.crop))
-
 
 class JointTransform:
     """Apply a :class:`JointTransformConfig` to an image and any number of masks (torch RNG, so DataLoader

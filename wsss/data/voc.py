@@ -13,7 +13,6 @@ Every problem with these files is a :class:`~wsss.errors.UserError` naming the f
 """
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -154,51 +153,6 @@ def classes_present(mask: np.ndarray, num_classes: int) -> np.ndarray:
     """
     values = np.unique(mask).astype(np.int64)
     return values[(values >= 1) & (values <= num_classes)] - 1
-
-
-@dataclass(frozen=True)
-class VocObject:
-    """One ``<object>`` of a VOC XML annotation; the box is VOC's 1-based (xmin, ymin, xmax, ymax)."""
-
-    name: str
-    box: tuple
-    difficult: bool
-    truncated: bool
-
-
-@dataclass(frozen=True)
-class VocAnnotation:
-    """One VOC ``Annotations/{id}.xml``: file name, (height, width) and objects."""
-
-    filename: str
-    size: tuple
-    objects: tuple
-
-
-def read_voc_xml(path: Path) -> VocAnnotation:
-    """Parse a VOC XML annotation (object parts such as head/hand are not objects and are skipped).
-
-    Raises:
-        UserError: missing or malformed file.
-    """
-    try:
-        root = ET.parse(path).getroot()
-        size = root.find("size")
-        hw = (int(size.findtext("height")), int(size.findtext("width"))) if size is not None else (0, 0)
-        objects = tuple(_read_object(node) for node in root.findall("object"))
-        return VocAnnotation(filename=root.findtext("filename", ""), size=hw, objects=objects)
-    except FileNotFoundError:
-        raise UserError(f"{path}: annotation not found") from None
-    except (ET.ParseError, ValueError, TypeError, AttributeError) as e:
-        raise UserError(f"{path}: not a VOC XML annotation ({e})") from None
-
-
-def _read_object(node: ET.Element) -> VocObject:
-    box = node.find("bndbox")
-    coords = tuple(int(float(box.findtext(t))) for t in ("xmin", "ymin", "xmax", "ymax")) if box is not None else ()
-    return VocObject(name=(node.findtext("name") or "").strip(), box=coords,
-                     difficult=node.findtext("difficult", "0").strip() == "1",
-                     truncated=node.findtext("truncated", "0").strip() == "1")
 
 
 def image_file(voc_root: Path, sbd_root: Optional[Path], image_id: str) -> Optional[Path]:

@@ -5,7 +5,7 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
-from wsss.config import runtime
+from wsss.config import option, runtime
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,26 +16,29 @@ class TrainConfig:
     schedule). ``psa_momentum_quirk`` reproduces PSA/SEAM's SGD whose momentum is the weight decay value.
     """
 
-    out: Optional[Path] = None
+    out: Optional[Path] = option(None, "Output folder (the run).", required=True)
     optimizer: str = "sgd"
-    lr: float = 0.01
-    weight_decay: float = 5e-4
+    lr: float = option(0.01, "Base learning rate.", type="positive")
+    weight_decay: float = option(5e-4, "Weight decay.", type="non_negative")
     momentum: float = 0.9
-    psa_momentum_quirk: bool = False
+    psa_momentum_quirk: bool = option(False, "Reproduce PSA/SEAM's SGD momentum = weight decay (the published "
+                                             "recipes) or use the momentum value.")
     poly_power: float = 0.9
-    batch_size: int = 16
-    epochs: int = 1
-    max_iters: Optional[int] = None
-    seed: int = 0
-    amp: Optional[str] = None
+    batch_size: int = option(16, "GLOBAL batch size (split across processes under torchrun).", type="count")
+    epochs: int = option(1, "Training epochs.", type="count")
+    max_iters: Optional[int] = option(None, "Stop after this many iterations (replaces epochs for the LR schedule "
+                                            "too).", type="count")
+    seed: int = option(0, "Random seed.")
+    amp: Optional[str] = option(None, "Mixed precision on CUDA.", type="choice:bf16|fp16")
     sync_bn: bool = True
     val_every: int = 1
-    device: str = runtime("auto")
-    workers: int = runtime(2)
-    log_every: int = runtime(20)
-    ckpt_every: int = runtime(0)
-    resume: bool = runtime(False)
-    overwrite: bool = runtime(False)
+    device: str = runtime("auto", "Where to run (auto: cuda when available).", type="choice:auto|cpu|cuda")
+    workers: int = runtime(2, "DataLoader worker processes (0 = in the main process).", type="non_negative")
+    log_every: int = runtime(20, "Iterations between log lines.", type="count")
+    ckpt_every: int = runtime(0, "Iterations between resume checkpoints (0 = at epoch ends only).",
+                              type="non_negative")
+    resume: bool = runtime(False, "Continue the partial run in --out.", type="flag")
+    overwrite: bool = runtime(False, "Replace whatever --out holds.", type="flag")
 
     def __post_init__(self):
         from wsss.errors import UserError

@@ -7,7 +7,7 @@ from wsss.artifacts import Manifest, read_manifest
 from wsss.config import identity, to_dict
 from wsss.engine.config import TrainConfig
 from wsss.engine.distributed import barrier, init_distributed, open_output
-from wsss.engine.hooks import best_checkpoint
+from wsss.engine.hooks import Validation
 from wsss.engine.trainer import Trainer
 from wsss.errors import UserError
 from wsss.runtime import LOG, setup
@@ -19,8 +19,10 @@ def fit(cfg: TrainConfig, *, stage: str, build: Callable[[], tuple], model_name:
     """Train into ``cfg.out`` and return its ``checkpoint`` manifest.
 
     Args:
-        build: called once the run folder is settled; returns ``(train_module, dataset)``.
-        validate: ``network -> dict`` of metrics (``score`` selects the best checkpoint), run on rank 0.
+        build: called once the generators are seeded, before the run folder is touched; returns
+            ``(train_module, dataset)`` or ``(train_module, dataset, hooks)`` with the stage's own hooks.
+        validate: ``network -> dict`` of metrics (``score`` selects the best checkpoint), run on rank 0; the
+            same as a :class:`~wsss.engine.hooks.Validation` hook.
 
     A complete run folder of the same config is left alone; a partial one resumes from its ``last.pt``;
     anything else is refused unless ``cfg.overwrite``.
@@ -31,9 +33,12 @@ def fit(cfg: TrainConfig, *, stage: str, build: Callable[[], tuple], model_name:
     dist = init_distributed(device)
     # Build (and so validate) everything before the output folder is touched: a config error must neither
     # leave a partial marker behind nor, with --overwrite, remove the previous run first.
-    module, dataset = build()
+    module, dataset, *rest = build()
+    hooks = list(rest[0]) if rest else []
+    if validate is not None:
+        hooks.append(Validation(validate))
     trainer = Trainer(cfg, module, dataset, run_dir=cfg.out, model_name=model_name, model_kwargs=model_kwargs,
-                      config_dict=to_dict(cfg), device=device, dist=dist, validate=validate, collate_fn=collate_fn)
+                      config_dict=to_dict(cfg), device=device, dist=dist, hooks=hooks, collate_fn=collate_fn)
     out = open_output(cfg.out, dist, kind="checkpoint", stage=stage, config=identity(cfg), inputs=inputs or {},
                       overwrite=bool(cfg.overwrite))
     if out.state == "done":
@@ -50,8 +55,8 @@ def fit(cfg: TrainConfig, *, stage: str, build: Callable[[], tuple], model_name:
     barrier()
     if dist.is_main:
         n = sum(1 for _ in out.folder.glob("*.pt"))
-        best = best_checkpoint(out.folder)
-        out.complete(num_items=n, split=split, extra={"final": "final.pt", "best": best.name if best else None,
+        best = next((h.best_name for h in hooks if isinstance(h, Validation) and h.best_name), None)
+        out.complete(num_items=n, split=split, extra={"final": "final.pt", "best": best,
                                                       "iterations": trainer.state.iteration,
                                                       "global_batch": cfg.batch_size,
                                                       "world_size": dist.world_size,

@@ -4,8 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import torch
 
@@ -18,14 +17,24 @@ if TYPE_CHECKING:
 
 
 class Hook:
-    def __init__(self, trainer: "Trainer"):
-        self.trainer = trainer
+    """One piece of training logic around the step. The trainer sets ``self.trainer`` when it registers the hook.
+
+    A hook with state worth keeping across a resume (a best score, say) returns it from :meth:`state_dict`; the
+    trainer stores it in ``last.pt`` and hands it back to :meth:`load_state_dict` on resume.
+    """
+
+    trainer: "Trainer"
 
     def before_train(self) -> None: ...
     def before_step(self) -> None: ...
     def after_step(self, batch: dict) -> None: ...
     def after_epoch(self) -> None: ...
     def after_train(self) -> None: ...
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class LRSchedule(Hook):
@@ -56,54 +65,45 @@ class Checkpointer(Hook):
             last.unlink()
 
 
-def best_checkpoint(run_dir: Path) -> Optional[Path]:
-    """The ``best_e{epoch}_s{score}.pt`` of a run folder with the highest score (None when there is none)."""
-    scored = []
-    for p in Path(run_dir).glob("best_e*_s*.pt"):
-        try:
-            scored.append((float(p.stem.rsplit("_s", 1)[1]), p))
-        except ValueError:
-            continue
-    return max(scored)[1] if scored else None
-
-
 class Validation(Hook):
-    """Every ``val_every`` epochs (and at the end) run ``validate(network)`` on rank 0.
+    """Every ``val_every`` epochs (and at the end) run ``validate(network)`` on rank 0 (detectron2's EvalHook).
 
-    When the metrics contain ``score``, the best network so far is kept as ``best_e{epoch}_s{score}.pt``.
+    When the metrics contain ``score``, the best network so far is kept as ``best_e{epoch}_s{score}.pt``; the best
+    score and file are this hook's state, saved in ``last.pt`` and restored on resume.
     """
 
-    def __init__(self, trainer: "Trainer"):
-        super().__init__(trainer)
+    def __init__(self, validate: Callable[[torch.nn.Module], dict]):
+        self.validate = validate
         self.best: Optional[float] = None
-        self.best_path = None
+        self.best_name: Optional[str] = None
         self.done_at = -1
 
-    def before_train(self) -> None:
-        """On resume, carry on from the best checkpoint the interrupted run kept."""
-        self.best_path = best_checkpoint(self.trainer.run_dir)
-        if self.best_path is not None:
-            self.best = float(self.best_path.stem.rsplit("_s", 1)[1])
+    def state_dict(self) -> dict:
+        return {"best": self.best, "best_name": self.best_name}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.best_name = state.get("best"), state.get("best_name")
 
     def _run(self) -> None:
         t = self.trainer
-        if t.validate is None or self.done_at == t.state.iteration:
+        if self.done_at == t.state.iteration:
             return
         self.done_at = t.state.iteration
         if t.dist.is_main:
             t.module.network.eval()
             with torch.no_grad():
-                metrics = t.validate(t.module.network)
+                metrics = self.validate(t.module.network)
             t.module.train()
             t.state.metrics = metrics
             LOG.info("validation after epoch %d: %s", t.state.epoch + 1,
                      " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
             score = metrics.get("score")
             if score is not None and (self.best is None or score > self.best):
-                if self.best_path is not None and self.best_path.exists():
-                    self.best_path.unlink()
+                previous = t.run_dir / self.best_name if self.best_name else None
+                if previous is not None and previous.exists():
+                    previous.unlink()
                 self.best = score
-                self.best_path = t.save(f"best_e{t.state.epoch + 1:03d}_s{score:.3f}.pt", with_optimizer=False)
+                self.best_name = t.save(f"best_e{t.state.epoch + 1:03d}_s{score:.3f}.pt", with_optimizer=False).name
         barrier()
 
     def after_epoch(self) -> None:
@@ -188,6 +188,7 @@ class Logger(Hook):
             self.writer.close()
 
 
-def default_hooks(trainer: "Trainer") -> list[Hook]:
-    # Validation runs before the checkpointer so best_* exists before final; logging last sees all metrics.
-    return [LRSchedule(trainer), Validation(trainer), Checkpointer(trainer), Logger(trainer)]
+def build_hooks(extra: Sequence[Hook] = ()) -> list[Hook]:
+    """The engine's hooks with a stage's own ``extra`` ones (e.g. :class:`Validation`) in their place: after the
+    schedule, before the checkpointer (so ``best_*`` exists before ``final``), and logging last (it sees all)."""
+    return [LRSchedule(), *extra, Checkpointer(), Logger()]

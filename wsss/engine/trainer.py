@@ -6,13 +6,15 @@ A train module is an ``nn.Module`` with
 - ``param_groups(lr, weight_decay) -> list[dict]`` (groups may carry ``lr_mult`` and ``weight_decay``);
 - optionally ``set_epoch(epoch)`` (warm-up rules) and ``visuals(batch) -> dict[str, (3, H, W) uint8 tensor]``.
 
-Hooks (LR schedule, checkpointing, validation, logging) run around each step; see :mod:`wsss.engine.hooks`.
+Hooks (LR schedule, checkpointing, logging, and a stage's own, e.g. validation) run around each step; see
+:mod:`wsss.engine.hooks`. Their state (e.g. the best validation score) is saved in ``last.pt`` and restored on
+resume.
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -45,10 +47,10 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, module: torch.nn.Module, dataset: Dataset, *, run_dir: Path,
                  model_name: str, model_kwargs: dict, config_dict: dict, device: torch.device, dist: DistInfo,
-                 validate: Optional[Callable[[torch.nn.Module], dict]] = None, collate_fn=None):
+                 hooks: Sequence[H.Hook] = (), collate_fn=None):
         self.cfg, self.module, self.device, self.dist = cfg, module.to(device), device, dist
         self.run_dir, self.model_name, self.model_kwargs = Path(run_dir), model_name, model_kwargs
-        self.config_dict, self.validate = config_dict, validate
+        self.config_dict = config_dict
         self.dataset = SeededDataset(dataset, cfg.seed)
         try:
             self.sampler = EpochBatchSampler(len(dataset), cfg.batch_size, dist.rank, dist.world_size, cfg.seed)
@@ -64,7 +66,9 @@ class Trainer:
                                          psa_momentum_quirk=cfg.psa_momentum_quirk)
         self.model = self._wrap(module)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
-        self.hooks = H.default_hooks(self)
+        self.hooks = H.build_hooks(hooks)
+        for h in self.hooks:
+            h.trainer = self
 
     def _wrap(self, module: torch.nn.Module) -> torch.nn.Module:
         if not self.dist.enabled:
@@ -86,10 +90,16 @@ class Trainer:
                             state_dict=self.module.network.state_dict(), config=self.config_dict,
                             epoch=self.state.epoch, iteration=self.state.iteration,
                             optimizer=self.optimizer.state_dict() if with_optimizer else None,
-                            extra={**(extra or {}), **({"grad_scaler": self.scaler.state_dict()}
-                                                       if with_optimizer and self.scaler.is_enabled() else {})},
+                            extra={**(extra or {}), **(self._resume_state() if with_optimizer else {})},
                             with_rng=with_optimizer)
         return path
+
+    def _resume_state(self) -> dict:
+        """What a resume needs beyond weights, optimizer and RNG: hook states and the AMP scaler."""
+        state = {"hooks": [h.state_dict() for h in self.hooks]}
+        if self.scaler.is_enabled():
+            state["grad_scaler"] = self.scaler.state_dict()
+        return state
 
     def resume(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
@@ -100,9 +110,11 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if "rng" in ckpt:
             set_rng_state(ckpt["rng"])
-        scaler_state = ckpt.get("extra", {}).get("grad_scaler")
-        if scaler_state and self.scaler.is_enabled():
-            self.scaler.load_state_dict(scaler_state)
+        extra = ckpt.get("extra", {})
+        if extra.get("grad_scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(extra["grad_scaler"])
+        for hook, state in zip(self.hooks, extra.get("hooks", ())):
+            hook.load_state_dict(state)
         self.state.iteration = int(ckpt["iteration"])
         LOG.info("resumed from %s at iteration %d", path, self.state.iteration)
 

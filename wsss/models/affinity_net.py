@@ -66,11 +66,6 @@ class AffinityNet(BackboneNetwork):
         """``backbone`` from the key names and ``group_norm`` from the presence of ``gn8_3.weight``."""
         return {**super().original_model_kwargs(state_dict), "group_norm": "gn8_3.weight" in state_dict}
 
-    @property
-    def stride(self) -> int:
-        """Stride of the affinity features relative to the input."""
-        return self.backbone.strides["conv6"]
-
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: (B, 3, H, W) normalised -> ``{"features": (B, 448, h, w)}`` at the backbone's stride (8)."""
         taps = self.backbone(x)

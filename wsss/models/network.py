@@ -58,6 +58,11 @@ class BackboneNetwork(nn.Module):
         self.backbone_name = backbone
         self.backbone = build_backbone(backbone, **kwargs)
 
+    @property
+    def normalization(self):
+        """The input convention of the backbone's weights (a :class:`~wsss.models.normalization.Normalization`)."""
+        return self.backbone.normalization
+
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
         """The four reference learning-rate groups (1x/2x/10x/20x for WideResNet-38 and VGG16)."""
         return param_groups(self, lr, weight_decay, new=self.new_modules, mults=self.backbone.lr_mults)

@@ -117,6 +117,7 @@ _BY_BACKBONE = {
     "resnet101": IMAGENET_RGB,
     "tiny": IMAGENET_RGB,
     "vgg16": CAFFE_BGR,
+    "resnet101_caffe": CAFFE_BGR,
 }
 
 

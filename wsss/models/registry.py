@@ -36,6 +36,8 @@ class ModelEntry:
         backbones: for networks, the backbones they accept (``backbone=`` keyword); empty for backbones.
         init_weights: for backbones, the file name of the ImageNet initialisation the references use.
         released: backbone name -> file name of the original authors' trained release that loads into it.
+        family: for networks, the training stage family they belong to (``single`` for single_stage, bsl and
+            wsfcn: the ``--model`` choices of ``wsss single``); the name itself by default.
     """
 
     name: str
@@ -45,6 +47,7 @@ class ModelEntry:
     backbones: tuple = ()
     init_weights: str = ""
     released: dict = field(default_factory=dict)
+    family: str = ""
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -53,7 +56,7 @@ _BROKEN: dict[str, str] = {}  # module -> import error, reported whenever a name
 
 
 def register_model(name: str, *, kind: str = "network", backbones: tuple = (), init_weights: str = "",
-                   released: Optional[dict] = None) -> Callable:
+                   released: Optional[dict] = None, family: str = "") -> Callable:
     """Decorator registering a keyword-only builder (class or function) under ``name``.
 
     Raises:
@@ -73,7 +76,7 @@ def register_model(name: str, *, kind: str = "network", backbones: tuple = (), i
         doc = inspect.getdoc(builder) or ""
         _REGISTRY[name] = ModelEntry(name=name, builder=builder, kind=kind, summary=doc.split("\n")[0],
                                      backbones=tuple(backbones), init_weights=init_weights,
-                                     released=dict(released or {}))
+                                     released=dict(released or {}), family=family or name)
         return builder
 
     return decorate
@@ -121,10 +124,12 @@ def model_entry(name: str) -> ModelEntry:
     return _REGISTRY[name]
 
 
-def list_models(kind: Optional[str] = None) -> list[str]:
-    """Sorted registered names, optionally only those of one ``kind`` (``backbone`` or ``network``)."""
+def list_models(kind: Optional[str] = None, family: Optional[str] = None) -> list[str]:
+    """Sorted registered names, optionally only those of one ``kind`` (``backbone`` or ``network``) and one
+    ``family`` (the networks one training stage trains, e.g. ``single``)."""
     _load_all()
-    return sorted(n for n, e in _REGISTRY.items() if kind is None or e.kind == kind)
+    return sorted(n for n, e in _REGISTRY.items()
+                  if (kind is None or e.kind == kind) and (family is None or e.family == family))
 
 
 def build_model(name: str, **kwargs: Any):

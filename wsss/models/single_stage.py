@@ -10,6 +10,8 @@
 With image labels (training and validation) the network also refines the detached masks with PAMR on the
 de-normalised image at stride 4, builds the pseudo ground truth and returns the per-image segmentation loss.
 ``bsl`` (the reference's ``BaselineCAM``) is a backbone + one 1x1 classifier pooled by the mean: CAMs only.
+Subclasses (``wsfcn``) replace the decoder's context and fusion through :meth:`SingleStageNet.build_decoder`,
+:meth:`~SingleStageNet.context` and :meth:`~SingleStageNet.fuse_features`; the rest is shared.
 
 Released weights: ``model_enc_e020Xs0.928.pth`` (the reference's flat layout) maps onto ours through
 ``import_original_state_dict`` (key table in :mod:`wsss.models.single_stage_reference`), then loads strictly;
@@ -23,7 +25,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +35,7 @@ from wsss.models.network import BackboneNetwork
 from wsss.models.registry import register_model
 from wsss.models.single_stage_modules import ASPP, ASPP_CHANNELS, SG_PSI, SKIP_CHANNELS, GlobalCueInjection, \
     StochasticGate, conv_bn_relu, mask_head, reference_init
-from wsss.models.single_stage_reference import convert_reference_state_dict, export_reference_state_dict, \
-    reference_model_kwargs
+from wsss.models.single_stage_reference import MODEL_NAMES, OriginalLayout
 from wsss.ops.global_weighted_pooling import FOCAL_LAMBDA, FOCAL_POWER, ngwp_class_scores
 from wsss.ops.pamr import DEFAULT_DILATIONS, DEFAULT_ITERATIONS, PAMR
 from wsss.ops.pseudo_labels import balanced_mask_loss, clean_masks, pseudo_gt_from_masks
@@ -67,27 +68,8 @@ def _check_labels(labels: torch.Tensor, batch: int, classes: int) -> None:
         raise ValueError(f"labels must be (B, {classes}) multi-hot, got {tuple(labels.shape)}")
 
 
-class _OriginalLayout:
-    """The original authors' state-dict layout (see :mod:`wsss.models.single_stage_reference`)."""
-
-    reference_model = ""
-
-    def import_original_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> dict:
-        """A 1-stage-wseg flat state dict in our names (same tensors), ready for a strict load."""
-        return convert_reference_state_dict(state_dict, model=self.reference_model)
-
-    def export_original_state_dict(self) -> dict:
-        """Our weights in the 1-stage-wseg layout (detached, on CPU), e.g. for the reference's own scripts."""
-        return export_reference_state_dict(self.state_dict(), model=self.reference_model)
-
-    @classmethod
-    def original_model_kwargs(cls, state_dict: Mapping[str, torch.Tensor]) -> dict:
-        """``num_classes`` and (when recognisable) ``backbone`` of a 1-stage-wseg state dict."""
-        return reference_model_kwargs(state_dict, model=cls.reference_model)
-
-
-@register_model("single_stage", backbones=BACKBONES, released=RELEASED)
-class SingleStageNet(_OriginalLayout, BackboneNetwork):
+@register_model("single_stage", backbones=BACKBONES, released=RELEASED, family="single")
+class SingleStageNet(OriginalLayout, BackboneNetwork):
     """Single-stage segmentation network (nGWP + focal penalty, PAMR pseudo labels, SG, GCI); Araslanov & Roth 2020.
 
     Args:
@@ -109,27 +91,40 @@ class SingleStageNet(_OriginalLayout, BackboneNetwork):
                  focal_power: float = FOCAL_POWER, focal_lambda: float = FOCAL_LAMBDA):
         super().__init__(backbone=backbone, backbone_kwargs=backbone_kwargs)
         if num_classes < 2:
-            raise ValueError(f"single_stage: num_classes counts the background and must be >= 2, got {num_classes}")
+            raise ValueError(f"{MODEL_NAMES[self.reference_model]}: num_classes counts the background and must be "
+                             f">= 2, got {num_classes}")
         self.num_classes, self.focal_power, self.focal_lambda = num_classes, focal_power, focal_lambda
+        self.build_decoder(StochasticGate(psi), PAMR(pamr_dilations, pamr_iterations))
+
+    def build_decoder(self, gate: StochasticGate, pamr: PAMR) -> None:
+        """Seam: create context, fusion, ``pamr``, ``gate``, ``head`` (creation order = state-dict order)."""
         shallow, deep = self.backbone.out_channels[SHALLOW_TAP], self.backbone.out_channels[DEEP_TAP]
         self.aspp = ASPP(deep)
-        self.pamr = PAMR(pamr_dilations, pamr_iterations)
+        self.pamr = pamr
         self.gci = GlobalCueInjection(shallow, ASPP_CHANNELS, ASPP_CHANNELS)
-        self.gate = StochasticGate(psi)
+        self.gate = gate
         self.skip_proj = conv_bn_relu(shallow, SKIP_CHANNELS)
         self.fuse = conv_bn_relu(ASPP_CHANNELS + SKIP_CHANNELS, ASPP_CHANNELS, kernel_size=3)
-        self.head = mask_head(ASPP_CHANNELS, num_classes - 1)
+        self.head = mask_head(ASPP_CHANNELS, self.num_classes - 1)
         reference_init(self.skip_proj)
         reference_init(self.fuse)
+
+    def context(self, features: torch.Tensor) -> torch.Tensor:
+        """Seam: the context module on the deep tap, (B, C, h, w) -> ASPP (B, 256, h, w)."""
+        return self.aspp(features)
+
+    def fuse_features(self, context: torch.Tensor, shallow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Seam: context (B, 256, h, w) and shallow tap (B, C, H/4, W/4) -> the gate's (deep, shallow) inputs,
+        both (B, 256, H/4, W/4): skip projection + upsampled context -> ``fuse``; GCI."""
+        skip = self.skip_proj(shallow)
+        deep = self.fuse(torch.cat([_resize_as(context, skip.shape[-2:]), skip], dim=1))
+        return deep, self.gci(shallow, deep)
 
     def mask_logits(self, image: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised image -> (B, num_classes, H/4, W/4) logits, channel 0 the constant background."""
         taps = self.backbone(image)
-        shallow = taps[SHALLOW_TAP]
-        skip = self.skip_proj(shallow)
-        deep = _resize_as(self.aspp(taps[DEEP_TAP]), skip.shape[-2:])
-        deep = self.fuse(torch.cat([deep, skip], dim=1))
-        x = self.head(self.gate(deep, self.gci(shallow, deep)))
+        deep, shallow = self.fuse_features(self.context(taps[DEEP_TAP]), taps[SHALLOW_TAP])
+        x = self.head(self.gate(deep, shallow))
         return torch.cat([torch.full_like(x[:, :1], BACKGROUND_LOGIT), x], dim=1)
 
     def forward(self, image: torch.Tensor, labels: Optional[torch.Tensor] = None,
@@ -172,8 +167,8 @@ class SingleStageNet(_OriginalLayout, BackboneNetwork):
             return self.pamr(image, masks.float())
 
 
-@register_model("bsl", backbones=BACKBONES)
-class BaselineCAMNet(_OriginalLayout, BackboneNetwork):
+@register_model("bsl", backbones=BACKBONES, family="single")
+class BaselineCAMNet(OriginalLayout, BackboneNetwork):
     """Classification-only baseline of the single-stage paper (CAMs from a mean-pooled 1x1 classifier).
 
     Scores = ``classifier(mean over space of dropout2d(features))``. Masks = ReLU of the classifier on the features,

@@ -1,4 +1,5 @@
-"""Key mapping between the single-stage reference code's state dicts (1-stage-wseg) and our networks.
+"""Key mapping between the single-stage reference code's state dicts (1-stage-wseg, and WS-FCN built on it) and
+our networks.
 
 The reference saves ``model.state_dict()`` of a network that *inherits* from its backbone, as a flat dict with no
 ``module.`` prefix (e.g. the released ``model_enc_e020Xs0.928.pth``: WideResNet-38 + ``ae``, 309 keys, CUDA
@@ -17,6 +18,10 @@ reference                 ours
 ``fc8_x.*``               ``fuse.*``
 ``last_conv.*``           ``head.*``
 ========================  ==========================
+
+WS-FCN (``model_enc_e018Xs0.905.pth``: WideResNet-38, 355 keys) keeps the backbone, ``_aff`` and ``last_conv`` names
+and replaces ASPP/GCI/skip/fuse by ``align1.*`` -> ``align.*``, ``sf2.*`` -> ``sf2.*`` and ``fca.*`` -> ``fca.*``
+(same inside). It is told apart from 1-stage-wseg by ``align1.flow_make.weight``.
 
 The baseline (``bsl``) stores its one classifier three times (``fc8.weight``, ``cls_branch.2.weight``,
 ``mask_branch.0.weight``, a shared tensor); all three become ``classifier.weight`` and must be equal.
@@ -42,8 +47,16 @@ AE_PREFIXES = (
     ("last_conv.", "head."),
 )
 BSL_CLASSIFIER_KEYS = ("fc8.weight", "cls_branch.2.weight", "mask_branch.0.weight")
-MODEL_MARKERS = {"ae": "last_conv.8.weight", "bsl": "fc8.weight"}
-MODEL_NAMES = {"ae": "single_stage", "bsl": "bsl"}
+WSFCN_PREFIXES = (
+    ("align1.", "align."),
+    ("sf2.", "sf2."),
+    ("fca.", "fca."),
+) + tuple(pair for pair in AE_PREFIXES if pair[0].startswith(("_aff.", "last_conv.")))
+PREFIXES = {"ae": AE_PREFIXES, "wsfcn": WSFCN_PREFIXES}
+# Checked in this order (a WS-FCN dict also holds the ae marker); CLASSIFIER_KEYS give the class count.
+MODEL_MARKERS = {"wsfcn": "align1.flow_make.weight", "ae": "last_conv.8.weight", "bsl": "fc8.weight"}
+CLASSIFIER_KEYS = {"wsfcn": "last_conv.8.weight", "ae": "last_conv.8.weight", "bsl": "fc8.weight"}
+MODEL_NAMES = {"ae": "single_stage", "bsl": "bsl", "wsfcn": "wsfcn"}
 BACKBONE_PREFIX = "backbone."
 
 
@@ -55,7 +68,7 @@ def _strip_module_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict:
 
 
 def reference_model_type(state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
-    """``"ae"`` or ``"bsl"`` for a reference state dict, None when it is neither."""
+    """``"wsfcn"``, ``"ae"`` or ``"bsl"`` for a reference state dict, None when it is none of them."""
     keys = set(_strip_module_prefix(state_dict))
     for model, marker in MODEL_MARKERS.items():
         if marker in keys:
@@ -86,7 +99,7 @@ def reference_model_kwargs(state_dict: Mapping[str, torch.Tensor], model: str,
 
     state_dict = _strip_module_prefix(state_dict)
     _check_model_type(state_dict, model)
-    kwargs = {"num_classes": int(state_dict[MODEL_MARKERS[model]].shape[0]) + 1}
+    kwargs = {"num_classes": int(state_dict[CLASSIFIER_KEYS[model]].shape[0]) + 1}
     backbone = backbone or backbone_from_keys(state_dict)
     if backbone is not None:
         kwargs["backbone"] = backbone
@@ -111,7 +124,7 @@ def convert_reference_state_dict(state_dict: Mapping[str, torch.Tensor], model: 
 
     Args:
         state_dict: the reference's flat state dict (a ``module.`` prefix on every key is dropped).
-        model: ``"ae"`` (our ``single_stage``) or ``"bsl"``.
+        model: ``"ae"`` (our ``single_stage``), ``"wsfcn"`` or ``"bsl"``.
 
     Returns:
         A new dict in our names, ready for a strict load.
@@ -127,7 +140,7 @@ def convert_reference_state_dict(state_dict: Mapping[str, torch.Tensor], model: 
         return _convert_bsl(state_dict)
     out = {}
     for key, value in state_dict.items():
-        for prefix, ours in AE_PREFIXES:
+        for prefix, ours in PREFIXES[model]:
             if key.startswith(prefix):
                 out[ours + key[len(prefix):]] = value
                 break
@@ -140,8 +153,8 @@ def export_reference_state_dict(state_dict: Mapping[str, torch.Tensor], model: s
     """The inverse of :func:`convert_reference_state_dict`: our state dict in the reference's names (CPU copies).
 
     Args:
-        state_dict: our ``single_stage`` (``model="ae"``) or ``bsl`` network's state dict.
-        model: ``"ae"`` or ``"bsl"``.
+        state_dict: our ``single_stage`` (``model="ae"``), ``wsfcn`` or ``bsl`` network's state dict.
+        model: ``"ae"``, ``"wsfcn"`` or ``"bsl"``.
 
     Returns:
         A flat dict the reference code loads with ``load_state_dict``.
@@ -156,8 +169,28 @@ def export_reference_state_dict(state_dict: Mapping[str, torch.Tensor], model: s
         elif model == "bsl" and key == "classifier.weight":
             out.update({name: value for name in BSL_CLASSIFIER_KEYS})
         else:
-            matches = [ref + key[len(ours):] for ref, ours in AE_PREFIXES if key.startswith(ours)]
+            matches = [ref + key[len(ours):] for ref, ours in PREFIXES.get(model, ()) if key.startswith(ours)]
             if not matches:
                 raise ValueError(f"no 1-stage-wseg name for our key {key!r}")
             out[matches[0]] = value
     return out
+
+
+class OriginalLayout:
+    """Mixin of our networks for the original authors' state-dict layout (``reference_model``: a key of
+    :data:`MODEL_NAMES`)."""
+
+    reference_model = ""
+
+    def import_original_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> dict:
+        """A reference flat state dict in our names (same tensors), ready for a strict load."""
+        return convert_reference_state_dict(state_dict, model=self.reference_model)
+
+    def export_original_state_dict(self) -> dict:
+        """Our weights in the reference layout (detached, on CPU), e.g. for the reference's own scripts."""
+        return export_reference_state_dict(self.state_dict(), model=self.reference_model)
+
+    @classmethod
+    def original_model_kwargs(cls, state_dict: Mapping[str, torch.Tensor]) -> dict:
+        """``num_classes`` and (when recognisable) ``backbone`` of a reference state dict."""
+        return reference_model_kwargs(state_dict, model=cls.reference_model)

@@ -99,7 +99,10 @@ def load_state_dict_strict(module: nn.Module, state_dict: dict, allow_missing: I
     if named:
         LOG.info("%s: %s keys absent from the file keep their initial values", source, _listing(named))
     full = {k: state_dict[k] if k in state_dict else expected[k] for k in expected}
-    module.load_state_dict(full, strict=True)
+    try:
+        module.load_state_dict(full, strict=True)
+    except ValueError as e:  # a module's own check of what it loads (e.g. PAMR's fixed kernels)
+        raise UserError(f"{source}: {e}") from None
 
 
 def _checkpoint_backbone(ckpt: dict, backbone: nn.Module, source: str) -> dict:

@@ -21,7 +21,7 @@ from typing import Mapping, Union
 import numpy as np
 import torch
 
-from wsss.data.palette import IGNORE_INDEX
+from wsss.ops import IGNORE_INDEX
 
 RADIUS = 5  # PSA's pair radius on the stride-8 grid
 STRIDE = 8  # the grid on which affinities and their labels live
@@ -165,18 +165,6 @@ def pair_labels(label_map: torch.Tensor, radius: int = RADIUS) -> dict[str, torc
     return {"bg_pos": (same & (src == 0)).float(),
             "fg_pos": (same & (src != 0) & valid).float(),
             "neg": (~same & valid).float()}
-
-
-def affinity_labels(la: ArrayLike, ha: ArrayLike, radius: int = RADIUS,
-                    stride: int = STRIDE) -> dict[str, torch.Tensor]:
-    """:func:`affinity_label_map` then :func:`pair_labels`: the targets of one AffinityNet training crop.
-
-    Args:
-        la, ha: ``(H, W)`` low/high-alpha CRF labels of the crop (padding = ``IGNORE_INDEX``).
-    Returns:
-        ``{"bg_pos", "fg_pos", "neg"}``, each ``(P, h', w')`` float32 with ``h = ceil(H/stride)``.
-    """
-    return pair_labels(affinity_label_map(la, ha, stride), radius)
 
 
 def affinity_loss(aff: torch.Tensor, labels: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

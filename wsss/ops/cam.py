@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from wsss.data.palette import IGNORE_INDEX
+from wsss.ops import IGNORE_INDEX
 from wsss.ops.confusion import _describe
 
 

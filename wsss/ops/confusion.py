@@ -29,7 +29,7 @@ from typing import Optional
 
 import numpy as np
 
-from wsss.data.palette import IGNORE_INDEX
+from wsss.ops import IGNORE_INDEX
 
 
 def _describe(values: list[int], num_classes: int, ignore_index: int) -> str:

@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.errors import UserError
 
 DEFAULT_DILATIONS = (1, 2, 4, 8, 12, 24)
 DEFAULT_ITERATIONS = 10
@@ -161,7 +160,7 @@ class PAMR(nn.Module):
     Buffers ``difference_kernel`` (8, 1, 3, 3), ``neighbour_kernel`` (8, 1, 3, 3) and ``window_kernel``
     (9, 1, 3, 3) describe the neighbourhood as the reference's state dict stores it (``_aff.aff_x.kernel``,
     ``_aff.aff_m.kernel``, ``_aff.aff_std.kernel``). They must keep their fixed values: ``load_state_dict`` with
-    other values raises :class:`UserError`.
+    other values raises ``ValueError`` (the weights loader reports it as the user's file problem).
     """
 
     def __init__(self, dilations: Sequence[int] = DEFAULT_DILATIONS, iterations: int = DEFAULT_ITERATIONS):
@@ -175,13 +174,13 @@ class PAMR(nn.Module):
         self.register_load_state_dict_post_hook(lambda module, incompatible: module.check_kernels())
 
     def check_kernels(self) -> None:
-        """Raise :class:`UserError` when a kernel buffer no longer holds its fixed value."""
+        """Raise ``ValueError`` when a kernel buffer no longer holds its fixed value."""
         for name, build in KERNEL_BUFFERS.items():
             buffer = getattr(self, name)
             if buffer.is_meta:  # shapes only (e.g. a key check on the meta device): nothing to compare
                 continue
             if not torch.equal(buffer.detach().float().cpu(), build()):
-                raise UserError(f"PAMR buffer '{name}' does not hold the fixed neighbourhood kernel "
+                raise ValueError(f"PAMR buffer '{name}' does not hold the fixed neighbourhood kernel "
                                 f"(the loaded weights are not from this network)")
 
     def forward(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from wsss.data.palette import IGNORE_INDEX
+from wsss.ops import IGNORE_INDEX
 
 BG_RATIO = 0.7
 FG_RATIO = 0.6

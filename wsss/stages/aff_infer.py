@@ -17,37 +17,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss.artifacts import Manifest, input_record
-from wsss.config import identity, runtime
-from wsss.engine.distributed import init_distributed, open_output
-from wsss.engine.inference import write_items
+from wsss.artifacts.items import FORMATS, check_covers
+from wsss.config import option
+from wsss.engine.inference import Context, InferenceStage, NetworkInferConfig
 from wsss.errors import UserError
 from wsss.ops.affinity import RADIUS, STRIDE, feature_affinity, source_size
 from wsss.ops.crf import alpha_background_scores, labels_from_scores
 from wsss.ops.random_walk import propagate_cams
-from wsss.runtime import setup
-from wsss.stages.crf_labels import cam_folder_ids, read_cam_item
-
 
 MAX_LOGT = 16  # 2^16 sparse steps take tens of seconds per VOC image; the reference uses 8
 
 
 @dataclasses.dataclass(frozen=True)
-class AffInferConfig:
-    data: Optional[Path] = None
-    split: str = "train_aug"
-    cams: Optional[Path] = None
-    weights: Optional[Path] = None
-    out: Optional[Path] = None
-    backbone: Optional[str] = None
-    alpha: float = 16.0
-    beta: float = 8.0
-    logt: int = 8
-    radius: int = RADIUS
-    device: str = runtime("auto")
-    workers: int = runtime(0)
-    seed: int = runtime(0)
-    overwrite: bool = runtime(False)
+class AffInferConfig(NetworkInferConfig):
+    cams: Optional[Path] = option(None, "A `cam` artifact (from `wsss cam infer`).", required=True)
+    alpha: float = option(16.0, "Background exponent (1 - max CAM)^alpha.", type="positive")
+    beta: float = option(8.0, "Power applied to the affinities.", type="positive")
+    logt: int = option(8, "The walk takes 2^logt steps.", type="logt")
+    radius: int = option(RADIUS, "Pair radius at stride 8.", type="count")
 
     def __post_init__(self):
         if not self.alpha > 0:
@@ -75,7 +62,8 @@ class _Items(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         image_id = self.ids[index]
         image = self.data.read_image(image_id)
-        cams, classes = read_cam_item(self.cams_dir / f"{image_id}.npz", image.shape[:2], self.data.num_classes)
+        fmt = FORMATS["cam"]
+        cams, classes = fmt.read(fmt.path(self.cams_dir, image_id), image.shape[:2], self.data.num_classes)
         return image_id, image, cams, classes
 
 
@@ -116,41 +104,26 @@ def _check_grid(image_id: str, image: np.ndarray, radius: int) -> None:
                         f"pixels); use a smaller --radius") from None
 
 
-def _load_network(cfg: AffInferConfig, device: torch.device):
-    from wsss.models.weights import load_network
+class AffInfer(InferenceStage):
+    """PSA's random walk: AffinityNet (``aff``) affinities refine a ``cam`` artifact into a ``label`` artifact."""
 
-    if not Path(cfg.weights).is_file():
-        raise UserError(f"--weights {cfg.weights}: file not found")
-    kwargs = {"backbone": cfg.backbone} if cfg.backbone else {}
-    return load_network(cfg.weights, model="aff", **kwargs).to(device).eval()
+    name, config, kind, model = "aff_infer", AffInferConfig, "label", "aff"
+    required = ("data", "cams", "weights", "out")
 
+    def check_inputs(self, cfg, data, ids: list) -> None:
+        check_covers(cfg.cams, "cam", cfg.split, ids, "--cams")
 
-def run(cfg: AffInferConfig) -> Manifest:
-    """Write ``{id}.png`` for every id of the split into ``cfg.out``; returns its ``label`` manifest."""
-    from wsss.data.dataset import open_dataset
-    from wsss.data.palette import write_label_png
-    from wsss.models.normalization import normalization_for
+    def input_artifacts(self, cfg) -> dict:
+        return {"cams": cfg.cams, "weights": cfg.weights}
 
-    missing = [f"--{name}" for name in ("data", "cams", "weights", "out") if getattr(cfg, name) is None]
-    if missing:
-        raise UserError(f"aff infer: missing {', '.join(missing)} (give it as a flag or in --config)")
-    data = open_dataset(cfg.data)
-    ids = data.ids(cfg.split)
-    cam_folder_ids(cfg.cams, cfg.split, ids)
-    device = setup(cfg.seed, cfg.device)
-    dist = init_distributed(device)
-    network = _load_network(cfg, device)
-    normalization = normalization_for(getattr(network, "backbone_name", None) or cfg.backbone or "wideresnet38")
-    inputs = {"data": input_record(cfg.data), "cams": input_record(cfg.cams), "weights": input_record(cfg.weights)}
-    out = open_output(cfg.out, dist, kind="label", stage="aff_infer", config=identity(cfg), inputs=inputs,
-                      overwrite=bool(cfg.overwrite))
-
-    def compute(todo: list):
-        loader = torch.utils.data.DataLoader(_Items(data, cfg.cams, todo), batch_size=1, collate_fn=_single,
+    def compute(self, ctx: Context, todo: list):
+        cfg = ctx.cfg
+        loader = torch.utils.data.DataLoader(_Items(ctx.data, cfg.cams, todo), batch_size=1, collate_fn=_single,
                                              num_workers=cfg.workers or 0)
         for image_id, image, cams, classes in loader:
             _check_grid(image_id, image, cfg.radius)
-            labels = refine(network, normalization, image, cams, classes, cfg, device)
-            yield image_id, lambda path, lab=labels: write_label_png(path, lab, data.palette)
+            yield image_id, refine(ctx.network, ctx.normalization, image, cams, classes, cfg, ctx.device)
 
-    return write_items(out, ids, dist, compute, split=cfg.split, extra={"classes": list(data.classes)})
+
+STAGE = AffInfer()
+run = STAGE.run

@@ -18,39 +18,31 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from torch import nn
 
-from wsss.artifacts import Manifest, input_record, read_manifest
-from wsss.data.palette import read_label_png
-from wsss.engine import TrainConfig, fit
+from wsss.artifacts.items import FORMATS, check_covers
+from wsss.config import option
+from wsss.engine.module import TrainModule
+from wsss.engine.stage import TrainingStage, TrainStageConfig
 from wsss.errors import UserError
 from wsss.ops.affinity import RADIUS, STRIDE, affinity_label_map, affinity_loss, feature_affinity, pair_labels
 
 
 @dataclasses.dataclass(frozen=True)
-class AffTrainConfig(TrainConfig):
-    data: Optional[Path] = None
-    split: str = "train_aug"
-    la: Optional[Path] = None
-    ha: Optional[Path] = None
-    backbone: str = "wideresnet38"
-    init_weights: Optional[Path] = None
+class AffTrainConfig(TrainStageConfig):
+    la: Optional[Path] = option(None, "Low-alpha CRF `label` artifact (confident foreground).", required=True)
+    ha: Optional[Path] = option(None, "High-alpha CRF `label` artifact (confident background).", required=True)
     lr: float = 0.1
     weight_decay: float = 5e-4
     psa_momentum_quirk: bool = True
     batch_size: int = 8
     epochs: int = 8
-    crop: int = 448
+    crop: int = option(448, "Training crop size in pixels (a multiple of 8).", type="count")
     jitter: tuple[float, ...] = (0.3, 0.3, 0.3, 0.1)
-    radius: int = RADIUS
+    radius: int = option(RADIUS, "Pair radius at stride 8.", type="count")
     val_every: int = 0
 
     def __post_init__(self):
         super().__post_init__()
-        try:
-            self.transform_recipe()
-        except ValueError as e:  # values from --config or a recipe skip click's range checks
-            raise UserError(f"augmentation settings: {e}") from None
         if self.radius < 2:
             raise UserError(f"--radius must be >= 2, got {self.radius}")
 
@@ -61,15 +53,12 @@ class AffTrainConfig(TrainConfig):
         return dataclasses.replace(JointTransformConfig.psa_aff(self.crop), jitter=tuple(self.jitter))
 
 
-class AffTrainModule(nn.Module):
+class AffTrainModule(TrainModule):
     """AffinityNet features -> pair affinities -> the reference loss against pair labels of la/ha."""
 
-    def __init__(self, network: nn.Module, radius: int = RADIUS):
-        super().__init__()
-        self.network, self.radius = network, radius
-
-    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        return self.network.param_groups(lr, weight_decay)
+    def __init__(self, network: torch.nn.Module, radius: int = RADIUS):
+        super().__init__(network)
+        self.radius = radius
 
     def forward(self, batch: dict) -> dict:
         features = self.network(batch["image"])["features"]
@@ -84,61 +73,44 @@ class AffTrainModule(nn.Module):
 
 def label_reader(folder: Path, name: str):
     """``id -> uint8 (H, W)`` from a label artifact; a missing id is a UserError naming the artifact."""
-    folder = Path(folder)
+    fmt = FORMATS["label"]
 
     def read(image_id: str):
-        path = folder / f"{image_id}.png"
+        path = fmt.path(folder, image_id)
         if not path.is_file():
             raise UserError(f"--{name} {folder}: no label PNG for id {image_id}")
-        return read_label_png(path)
+        return fmt.read(path)
 
     return read
 
 
-def _check_labels(folder: Path, name: str, ids: list) -> None:
-    try:
-        read_manifest(folder, kind="label")
-    except UserError as e:
-        raise UserError(f"--{name} {e}") from None
-    missing = [i for i in ids if not (Path(folder) / f"{i}.png").is_file()]
-    if missing:
-        raise UserError(f"--{name} {folder}: {len(missing)} ids of the split have no label PNG "
-                        f"(first: {', '.join(missing[:3])})")
+class AffTrain(TrainingStage):
+    """AffinityNet (network ``aff``) on pair labels from the la/ha label artifacts."""
 
+    name, config, network = "aff_train", AffTrainConfig, "aff"
 
-def run(cfg: AffTrainConfig) -> Manifest:
-    """Train AffinityNet into ``cfg.out``; returns the run's ``checkpoint`` manifest."""
-    from wsss.data.dataset import open_dataset
-    from wsss.data.datasets import SegmentationDataset
-    from wsss.data.transforms import JointTransform
-    from wsss.models.normalization import normalization_for
-    from wsss.models.registry import build_model
+    def train_module(self, network, cfg) -> TrainModule:
+        return AffTrainModule(network, cfg.radius)
 
-    if cfg.data is None or cfg.la is None or cfg.ha is None:
-        raise UserError("--data, --la and --ha are required")
-    if cfg.crop % STRIDE or cfg.crop // STRIDE < 2 * cfg.radius - 1:
-        raise UserError(f"--crop must be a multiple of {STRIDE} of at least {STRIDE * (2 * cfg.radius - 1)} "
-                        f"(pairs of radius {cfg.radius} on the stride-{STRIDE} grid), got {cfg.crop}")
-    data = open_dataset(cfg.data)
-    ids = data.ids(cfg.split)
-    _check_labels(cfg.la, "la", ids)
-    _check_labels(cfg.ha, "ha", ids)
-    if cfg.init_weights is not None and not Path(cfg.init_weights).is_file():
-        raise UserError(f"--init-weights {cfg.init_weights}: file not found")
-    model_kwargs = {"backbone": cfg.backbone}
+    def check_inputs(self, cfg, data) -> None:
+        if cfg.la is None or cfg.ha is None:
+            raise UserError("--data, --la and --ha are required")
+        if cfg.crop % STRIDE or cfg.crop // STRIDE < 2 * cfg.radius - 1:
+            raise UserError(f"--crop must be a multiple of {STRIDE} of at least {STRIDE * (2 * cfg.radius - 1)} "
+                            f"(pairs of radius {cfg.radius} on the stride-{STRIDE} grid), got {cfg.crop}")
+        ids = data.ids(cfg.split)
+        for name in ("la", "ha"):
+            check_covers(getattr(cfg, name), "label", cfg.split, ids, f"--{name}")
 
-    def build():
-        network = build_model("aff", **model_kwargs)
-        if cfg.init_weights is not None:
-            from wsss.models.weights import load_backbone_init
+    def input_artifacts(self, cfg) -> dict:
+        return {"la": cfg.la, "ha": cfg.ha}
 
-            load_backbone_init(network.backbone, cfg.init_weights)
-        transform = JointTransform(cfg.transform_recipe(), normalization_for(cfg.backbone))
+    def dataset(self, cfg, data, transform):
+        from wsss.data.datasets import SegmentationDataset
+
         masks = {"la": label_reader(cfg.la, "la"), "ha": label_reader(cfg.ha, "ha")}
-        return AffTrainModule(network, cfg.radius), SegmentationDataset(data, cfg.split, masks, transform)
+        return SegmentationDataset(data, cfg.split, masks, transform)
 
-    inputs = {"data": input_record(cfg.data), "la": input_record(cfg.la), "ha": input_record(cfg.ha)}
-    if cfg.init_weights is not None:
-        inputs["init_weights"] = {"path": str(Path(cfg.init_weights).resolve())}
-    return fit(cfg, stage="aff_train", build=build, model_name="aff", model_kwargs=model_kwargs, split=cfg.split,
-               inputs=inputs)
+
+STAGE = AffTrain()
+run = STAGE.run

@@ -10,6 +10,7 @@ reconstruction, so a file carrying anything else is refused instead of executed.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import io
 import pickle
@@ -18,8 +19,9 @@ from typing import Optional
 
 import numpy as np
 
-from wsss.artifacts import Manifest, input_record, read_manifest
-from wsss.config import runtime
+from wsss.artifacts import Manifest
+from wsss.config import option
+from wsss.engine.inference import Context, InferenceStage, InferStageConfig
 from wsss.errors import UserError
 
 _ALLOWED = {
@@ -56,13 +58,12 @@ def load_reference_dict(path: Path) -> dict[int, np.ndarray]:
 
 
 @dataclasses.dataclass(frozen=True)
-class CamImportConfig:
-    data: Optional[Path] = None
-    split: Optional[str] = None
-    npy: Optional[Path] = None
-    format: str = "cam"
-    out: Optional[Path] = None
-    overwrite: bool = runtime(False)
+class CamImportConfig(InferStageConfig):
+    split: Optional[str] = option(None, "Split whose ids the .npy files must cover.", required=True)
+    npy: Optional[Path] = option(None, "Folder of the reference code's {id}.npy dicts.", required=True)
+    format: str = option("cam", "cam: PSA/SEAM out_cam (0-based class keys) -> cam artifact; crf: "
+                                "out_la_crf/out_ha_crf (0 = background) -> label artifact.", type="choice:cam|crf",
+                         required=True)
 
     def __post_init__(self):
         if self.format not in ("cam", "crf"):
@@ -85,36 +86,38 @@ def _convert(cfg: CamImportConfig, data, image_id: str, entries: dict):
     return np.asarray(keys, np.uint8)[stack.argmax(axis=0)]
 
 
-def run(cfg: CamImportConfig) -> Manifest:
-    """Convert ``{id}.npy`` for every id of the split; a missing file or an extra one is an error."""
-    from wsss.artifacts import OutputDir
-    from wsss.config import identity
-    from wsss.data.dataset import open_dataset
-    from wsss.data.palette import write_label_png
-    from wsss.stages.cam_infer import save_cam_npz
+class CamImport(InferenceStage):
+    """The reference's ``.npy`` dicts of a split -> a ``cam`` artifact (``--format cam``) or ``label`` (``crf``)."""
 
-    if cfg.data is None or cfg.split is None or cfg.npy is None or cfg.out is None:
-        raise UserError("--data, --split, --npy and --out are required")
-    data = open_dataset(cfg.data)
-    ids = data.ids(cfg.split)
-    folder = Path(cfg.npy)
-    if not folder.is_dir():
-        raise UserError(f"--npy {folder}: no such folder")
-    present = {p.stem for p in folder.glob("*.npy")}
-    missing, extra = [i for i in ids if i not in present], sorted(present - set(ids))
-    if missing or extra:
-        raise UserError(f"--npy {folder}: {len(missing)} ids of '{cfg.split}' have no .npy (first: "
-                        f"{missing[:3]}), {len(extra)} files are not in the split (first: {extra[:3]})")
-    kind = "cam" if cfg.format == "cam" else "label"
-    out = OutputDir.open(cfg.out, kind=kind, stage=f"import_{cfg.format}", config=identity(cfg),
-                         inputs={"data": input_record(cfg.data)}, overwrite=bool(cfg.overwrite))
-    if out.state != "done":
-        for image_id in ids:
-            result = _convert(cfg, data, image_id, load_reference_dict(folder / f"{image_id}.npy"))
-            if kind == "cam":
-                cams, classes = result
-                out.write_item(image_id, ".npz", lambda p, c=cams, k=classes: save_cam_npz(p, c, k))
-            else:
-                out.write_item(image_id, ".png", lambda p, lab=result: write_label_png(p, lab, data.palette))
-        out.complete(num_items=len(ids), split=cfg.split, extra={"source": str(folder.resolve())})
-    return read_manifest(cfg.out, kind=kind)
+    name, config = "cam_import", CamImportConfig
+    required = ("data", "split", "npy", "out")
+
+    def run(self, cfg: CamImportConfig) -> Manifest:
+        """The artifact kind and stage name follow ``--format``."""
+        stage = copy.copy(self)
+        stage.kind, stage.name = ("cam" if cfg.format == "cam" else "label"), f"import_{cfg.format}"
+        return super(CamImport, stage).run(cfg)
+
+    def check_inputs(self, cfg, data, ids: list) -> None:
+        folder = Path(cfg.npy)
+        if not folder.is_dir():
+            raise UserError(f"--npy {folder}: no such folder")
+        present = {p.stem for p in folder.glob("*.npy")}
+        missing, extra = [i for i in ids if i not in present], sorted(present - set(ids))
+        if missing or extra:
+            raise UserError(f"--npy {folder}: {len(missing)} ids of '{cfg.split}' have no .npy (first: "
+                            f"{missing[:3]}), {len(extra)} files are not in the split (first: {extra[:3]})")
+
+    def predict(self, ctx: Context, image_id: str):
+        cfg = ctx.cfg
+        return _convert(cfg, ctx.data, image_id, load_reference_dict(Path(cfg.npy) / f"{image_id}.npy"))
+
+    def manifest_extra(self, ctx: Context) -> dict:
+        return {"source": str(Path(ctx.cfg.npy).resolve())}
+
+    def summary(self, manifest: Manifest) -> str:
+        return f"cam import: {manifest.num_items} items ({manifest.kind}) in {manifest.path}"
+
+
+STAGE = CamImport()
+run = STAGE.run

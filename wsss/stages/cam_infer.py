@@ -10,35 +10,25 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 
 from wsss.artifacts import Manifest, input_record
-from wsss.config import identity, runtime
-from wsss.engine.distributed import init_distributed, open_output
-from wsss.engine.inference import each, write_items
+from wsss.artifacts.items import FORMATS
+from wsss.config import option, runtime
+from wsss.engine.distributed import open_output
+from wsss.engine.inference import Context, InferenceStage, NetworkInferConfig, write_items
 from wsss.errors import UserError
 from wsss.ops.multiscale import fuse_cams, normalize_cams, scaled_images
-from wsss.runtime import setup
 
 
 @dataclasses.dataclass(frozen=True)
-class CamInferConfig:
-    data: Optional[Path] = None
-    split: str = "train_aug"
-    weights: Optional[Path] = None
-    out: Optional[Path] = None
-    backbone: Optional[str] = None
-    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)
-    flip: bool = True
-    save_png: bool = runtime(False)  # OUT/png is an artifact of its own; adding it later keeps the CAMs
-    png_threshold: float = runtime(0.2)
-    device: str = runtime("auto")
-    workers: int = runtime(0)
-    seed: int = runtime(0)
-    overwrite: bool = runtime(False)
+class CamInferConfig(NetworkInferConfig):
+    scales: tuple[float, ...] = option((1.0, 0.5, 1.5, 2.0), "Comma-separated scales.", type="floats")
+    flip: bool = option(True, "Add the flipped image at every scale (--no-flip: do not).")
+    save_png: bool = runtime(False, "Also write label PNGs (constant background) to OUT/png.", type="flag")
+    png_threshold: float = runtime(0.2, "Background score for --save-png.", type="fraction")
 
     def __post_init__(self):
         if not self.scales or any(s <= 0 for s in self.scales):
@@ -73,71 +63,54 @@ def image_cams(network: torch.nn.Module, image: np.ndarray, labels: np.ndarray, 
     return cams[torch.as_tensor(labels, dtype=torch.long)].numpy().astype(np.float32)
 
 
-def save_cam_npz(path: Path, cams: np.ndarray, classes: np.ndarray) -> None:
-    """One item of a ``cam`` artifact: ``cams`` float32 (K, H, W), ``classes`` int64 (K,)."""
-    with open(path, "wb") as f:
-        np.savez(f, cams=cams, classes=classes.astype(np.int64))
+class CamInfer(InferenceStage):
+    """PSA's multi-scale + flip CAMs of the classifier ``cam``, as a ``cam`` artifact."""
 
+    name, config, kind, model = "cam_infer", CamInferConfig, "cam", "cam"
+    required = ("data", "weights", "out")
 
-def _load_network(cfg: CamInferConfig, num_classes: int, device: torch.device):
-    from wsss.models.weights import load_network
+    def load_network(self, cfg, data):
+        from wsss.models.weights import load_network
 
-    kwargs = {"num_classes": num_classes}
-    if cfg.backbone:
-        kwargs["backbone"] = cfg.backbone
-    network = load_network(cfg.weights, model="cam", **kwargs)
-    if getattr(network, "num_classes", num_classes) != num_classes:
-        raise UserError(f"--weights {cfg.weights}: a classifier of {network.num_classes} classes, "
-                        f"the dataset has {num_classes}")
-    return network.to(device).eval()
+        network = load_network(cfg.weights, model=self.model, num_classes=data.num_classes, backbone=cfg.backbone)
+        if getattr(network, "num_classes", data.num_classes) != data.num_classes:
+            raise UserError(f"--weights {cfg.weights}: a classifier of {network.num_classes} classes, "
+                            f"the dataset has {data.num_classes}")
+        return network
 
+    def predict(self, ctx: Context, image_id: str):
+        labels = ctx.data.labels(image_id)
+        cams = image_cams(ctx.network, ctx.data.read_image(image_id), labels, ctx.data.num_classes,
+                          ctx.normalization, ctx.cfg.scales, ctx.cfg.flip, ctx.device)
+        return cams, np.asarray(labels)
 
-def run(cfg: CamInferConfig) -> Manifest:
-    """Write ``{id}.npz`` for every id of the split into ``cfg.out``; returns its ``cam`` manifest."""
-    from wsss.data.dataset import open_dataset
-    from wsss.models.normalization import normalization_for
+    def after(self, ctx: Context, manifest: Manifest) -> Manifest:
+        if ctx.cfg.save_png:
+            write_cam_pngs(ctx.cfg, ctx.data, ctx.data.ids(ctx.cfg.split), ctx.dist)
+        return manifest
 
-    if cfg.data is None or cfg.out is None or cfg.weights is None:
-        raise UserError("--data, --weights and --out are required")
-    if not Path(cfg.weights).is_file():
-        raise UserError(f"--weights {cfg.weights}: file not found")
-    data = open_dataset(cfg.data)
-    ids = data.ids(cfg.split)
-    device = setup(cfg.seed, cfg.device)
-    dist = init_distributed(device)
-    network = _load_network(cfg, data.num_classes, device)
-    backbone = getattr(network, "backbone_name", None) or cfg.backbone or "wideresnet38"
-    norm = normalization_for(backbone)
-    inputs = {"data": input_record(cfg.data), "weights": input_record(cfg.weights)}
-    out = open_output(cfg.out, dist, kind="cam", stage="cam_infer", config=identity(cfg), inputs=inputs,
-                      overwrite=bool(cfg.overwrite))
-
-    def item(image_id: str):
-        labels = data.labels(image_id)
-        cams = image_cams(network, data.read_image(image_id), labels, data.num_classes, norm, cfg.scales, cfg.flip,
-                          device)
-        return lambda path: save_cam_npz(path, cams, np.asarray(labels))
-
-    manifest = write_items(out, ids, dist, lambda todo: each(todo, item), split=cfg.split,
-                           extra={"classes": list(data.classes)})
-    if cfg.save_png:
-        write_cam_pngs(cfg, data, ids, dist)
-    return manifest
+    def summary(self, manifest: Manifest) -> str:
+        return f"cam infer: {manifest.num_items} CAM files ({manifest.split}) in {manifest.path}"
 
 
 def write_cam_pngs(cfg: CamInferConfig, data, ids: list, dist) -> Manifest:
     """Label PNGs from the CAMs with a constant background score, as a ``label`` artifact in ``OUT/png``."""
-    from wsss.data.palette import write_label_png
     from wsss.ops.cam import cams_to_labels
 
     folder = Path(cfg.out) / "png"
     out = open_output(folder, dist, kind="label", stage="cam_png",
                       config={"threshold": cfg.png_threshold}, inputs={"cams": input_record(cfg.out)},
                       overwrite=bool(cfg.overwrite))
+    cam, label = FORMATS["cam"], FORMATS["label"]
 
-    def item(image_id: str):
-        with np.load(Path(cfg.out) / f"{image_id}.npz") as z:
-            labels = cams_to_labels(z["cams"], z["classes"], threshold=cfg.png_threshold)
-        return lambda path: write_label_png(path, labels, data.palette)
+    def compute(todo: list):
+        for image_id in todo:
+            cams, classes = cam.read(cam.path(cfg.out, image_id))
+            yield image_id, cams_to_labels(cams, classes, threshold=cfg.png_threshold)
 
-    return write_items(out, ids, dist, lambda todo: each(todo, item), split=cfg.split)
+    return write_items(out, ids, dist, compute, lambda path, labels: label.write(path, labels, data.palette),
+                       split=cfg.split)
+
+
+STAGE = CamInfer()
+run = STAGE.run

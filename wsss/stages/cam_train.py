@@ -5,11 +5,13 @@ Defaults are PSA's published recipe (``train_cls.py``): train_aug, batch 16, 15 
 flip, colour jitter (0.3, 0.3, 0.3, 0.1), normalise then crop 448 (so padding is the mean colour), multilabel
 soft-margin loss, frozen batch norm and early blocks. PSA's SGD runs with momentum = weight decay (a bug the
 published numbers depend on); ``psa_momentum_quirk: false`` gives ordinary momentum 0.9.
+
+:class:`ClassifierTrainConfig` and :class:`CamTrain` are the base of every classifier trained on image labels
+(SEAM's is one): a subclass changes the recipe defaults, the network and the loss.
 """
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -17,34 +19,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.artifacts import Manifest, input_record
-from wsss.engine import TrainConfig, fit
-from wsss.errors import UserError
+from wsss.config import option
+from wsss.engine.module import TrainModule
+from wsss.engine.stage import TrainingStage, TrainStageConfig
 from wsss.ops.classification import mean_average_precision
 
 
 @dataclasses.dataclass(frozen=True)
-class CamTrainConfig(TrainConfig):
-    data: Optional[Path] = None
-    split: str = "train_aug"
-    val_split: Optional[str] = "val"
-    backbone: str = "wideresnet38"
-    init_weights: Optional[Path] = None
+class ClassifierTrainConfig(TrainStageConfig):
+    """A classifier on image labels with PSA's augmentation (random long side, flip, jitter, crop)."""
+
+    val_split: Optional[str] = option("val", "Split validated after each epoch (classification mAP).")
     lr: float = 0.1
     weight_decay: float = 5e-4
     psa_momentum_quirk: bool = True
     batch_size: int = 16
     epochs: int = 15
-    crop: int = 448
+    crop: int = option(448, "Training crop size in pixels.", type="count")
     resize_long: tuple[int, ...] = (256, 512)
     jitter: tuple[float, ...] = (0.3, 0.3, 0.3, 0.1)
-
-    def __post_init__(self):
-        super().__post_init__()
-        try:
-            self.transform_recipe()
-        except ValueError as e:  # values from --config or a recipe skip click's range checks
-            raise UserError(f"augmentation settings: {e}") from None
 
     def transform_recipe(self):
         """PSA train_cls: random long side, flip, colour jitter, normalise, then crop with zero padding."""
@@ -53,15 +46,14 @@ class CamTrainConfig(TrainConfig):
         return JointTransformConfig(long_side_range=tuple(self.resize_long), flip=True, jitter=tuple(self.jitter),
                                     crop=self.crop)
 
-class CamTrainModule(nn.Module):
+
+@dataclasses.dataclass(frozen=True)
+class CamTrainConfig(ClassifierTrainConfig):
+    """PSA's classifier: the defaults of :class:`ClassifierTrainConfig` are its recipe."""
+
+
+class CamTrainModule(TrainModule):
     """Classifier + multilabel soft-margin loss; the loss the engine minimises."""
-
-    def __init__(self, network: nn.Module):
-        super().__init__()
-        self.network = network
-
-    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        return self.network.param_groups(lr, weight_decay)
 
     def forward(self, batch: dict) -> dict:
         logits = self.network(batch["image"])["logits"]
@@ -74,16 +66,19 @@ class CamTrainModule(nn.Module):
         present = batch["label"][0].nonzero().flatten()
         if len(present) == 0:
             return {}
-        cam = F.interpolate(cams[present[0]][None, None], size=batch["image"].shape[-2:], mode="bilinear",
-                            align_corners=False)[0, 0]
-        cam = cam / (cam.max() + 1e-5)
-        return {"cam": torch.stack([cam, torch.zeros_like(cam), 1 - cam]).clamp(0, 1)}
+        return {"cam": heat_map(cams[present[0]], batch["image"].shape[-2:])}
+
+
+def heat_map(cam: torch.Tensor, size) -> torch.Tensor:
+    """One class map (h, w) >= 0 upsampled to ``size`` and max-normalised, as a (3, H, W) red-blue image in [0, 1]."""
+    cam = F.interpolate(cam[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+    cam = cam / (cam.max() + 1e-5)
+    return torch.stack([cam, torch.zeros_like(cam), 1 - cam]).clamp(0, 1)
 
 
 def classification_validator(data, split: str, normalization):
     """Returns ``network -> {"mAP", "loss", "score"}`` over a split (images at full size, one at a time)."""
     from wsss.data.datasets import ClassificationDataset
-
     from wsss.data.transforms import JointTransform
 
     dataset = ClassificationDataset(data, split, transform=JointTransform(normalization=normalization))
@@ -104,37 +99,26 @@ def classification_validator(data, split: str, normalization):
     return validate
 
 
-def run(cfg: CamTrainConfig) -> Manifest:
-    """Train the classifier into ``cfg.out``; returns the run's ``checkpoint`` manifest."""
-    from wsss.data.dataset import open_dataset
-    from wsss.data.datasets import ClassificationDataset
-    from wsss.data.transforms import JointTransform
-    from wsss.models.normalization import normalization_for
-    from wsss.models.registry import build_model
+class CamTrain(TrainingStage):
+    """PSA's classifier: network ``cam``, multilabel soft-margin loss, mAP validation."""
 
-    if cfg.data is None:
-        raise UserError("--data is required")
-    data = open_dataset(cfg.data)
-    data.ids(cfg.split)  # unknown split -> UserError before anything is written
-    if cfg.val_split:
-        data.ids(cfg.val_split)
-    if cfg.init_weights is not None and not Path(cfg.init_weights).is_file():
-        raise UserError(f"--init-weights {cfg.init_weights}: file not found")
-    norm = normalization_for(cfg.backbone)
-    model_kwargs = {"backbone": cfg.backbone, "num_classes": data.num_classes}
+    name, config, network = "cam_train", CamTrainConfig, "cam"
+    module_class = CamTrainModule
 
-    def build():
-        network = build_model("cam", **model_kwargs)
-        if cfg.init_weights is not None:
-            from wsss.models.weights import load_backbone_init
+    def network_kwargs(self, cfg, data) -> dict:
+        return {"backbone": cfg.backbone, "num_classes": data.num_classes}
 
-            load_backbone_init(network.backbone, cfg.init_weights)
-        transform = JointTransform(cfg.transform_recipe(), norm)
-        return CamTrainModule(network), ClassificationDataset(data, cfg.split, transform=transform)
+    def train_module(self, network, cfg) -> TrainModule:
+        return self.module_class(network)
 
-    validate = classification_validator(data, cfg.val_split, norm) if cfg.val_split else None
-    inputs = {"data": input_record(cfg.data)}
-    if cfg.init_weights is not None:
-        inputs["init_weights"] = {"path": str(Path(cfg.init_weights).resolve())}
-    return fit(cfg, stage="cam_train", build=build, model_name="cam", model_kwargs=model_kwargs,
-               split=cfg.split, inputs=inputs, validate=validate)
+    def check_inputs(self, cfg, data) -> None:
+        data.ids(cfg.split)  # unknown split -> UserError before anything is written
+        if cfg.val_split:
+            data.ids(cfg.val_split)
+
+    def validator(self, cfg, data, module):
+        return classification_validator(data, cfg.val_split, module.network.normalization) if cfg.val_split else None
+
+
+STAGE = CamTrain()
+run = STAGE.run

@@ -15,6 +15,7 @@ from typing import Optional
 
 from wsss.artifacts import MANIFEST
 from wsss.errors import UserError
+from wsss.stages.table import compare_order
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,9 +126,8 @@ def run(cfg: CompareConfig) -> dict[str, list[Row]]:
     elif len(splits) > 1 and not cfg.all_splits:
         raise UserError(f"results on several splits ({', '.join(splits)}): choose one with --split, or "
                         f"--all-splits for one table per split")
-    order = {"cam_infer": 0, "cam_png": 1, "crf_labels": 2, "aff_infer": 3, "single_infer": 4}
     grouped = {}
     for s in splits:
-        grouped[s] = sorted((r for r in rows if r.split == s), key=lambda r: (r.method, order.get(r.stage, 9),
+        grouped[s] = sorted((r for r in rows if r.split == s), key=lambda r: (r.method, compare_order(r.stage),
                                                                                r.evaluated))
     return grouped

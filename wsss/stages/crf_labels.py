@@ -18,28 +18,26 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from wsss.artifacts import Manifest, OutputDir, input_record, read_manifest
-from wsss.config import identity, runtime
+from wsss.artifacts.items import FORMATS, check_covers
+from wsss.config import option
+from wsss.engine.inference import Context, InferenceStage, InferStageConfig
 from wsss.errors import UserError
 from wsss.ops import crf
-from wsss.runtime import LOG, setup
+from wsss.runtime import LOG
 
 
 @dataclasses.dataclass(frozen=True)
-class CrfLabelsConfig:
-    data: Optional[Path] = None
-    split: str = "train_aug"
-    cams: Optional[Path] = None
-    alpha: Optional[float] = None
-    out: Optional[Path] = None
-    gaussian_sxy: float = crf.GAUSSIAN_SXY
-    gaussian_compat: float = crf.GAUSSIAN_COMPAT
-    bilateral_sxy: float = crf.BILATERAL_SXY
-    bilateral_srgb: float = crf.BILATERAL_SRGB
-    bilateral_compat: float = crf.BILATERAL_COMPAT
-    iterations: int = crf.ITERATIONS
-    workers: int = runtime(0)
-    overwrite: bool = runtime(False)
+class CrfLabelsConfig(InferStageConfig):
+    cams: Optional[Path] = option(None, "A `cam` artifact (from `wsss cam infer`).", required=True)
+    alpha: Optional[float] = option(None, "Required. Background exponent: (1 - max CAM)^alpha; low (4) = confident "
+                                          "foreground, high (PSA 32, SEAM 24) = confident background.",
+                                    type="positive")
+    gaussian_sxy: float = option(crf.GAUSSIAN_SXY, "Gaussian kernel width in pixels.", type="positive")
+    gaussian_compat: float = option(crf.GAUSSIAN_COMPAT, "Gaussian Potts weight.", type="non_negative")
+    bilateral_sxy: float = option(crf.BILATERAL_SXY, "Bilateral kernel width in pixels.", type="positive")
+    bilateral_srgb: float = option(crf.BILATERAL_SRGB, "Bilateral colour width.", type="positive")
+    bilateral_compat: float = option(crf.BILATERAL_COMPAT, "Bilateral Potts weight.", type="non_negative")
+    iterations: int = option(crf.ITERATIONS, "Mean-field iterations.", type="non_negative")
 
     def __post_init__(self):
         if self.alpha is not None and not self.alpha > 0:
@@ -62,58 +60,6 @@ class CrfLabelsConfig:
         return {name: getattr(self, name) for name in names}
 
 
-def read_cam_item(path: Path, image_size: tuple[int, int], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """One item of a ``cam`` artifact, checked: ``cams`` float32 (K, H, W) at ``image_size``, ``classes`` (K,).
-
-    Raises:
-        UserError: unreadable file, wrong keys/shapes, a size other than the image's, or classes out of range.
-    """
-    try:
-        with np.load(path) as npz:
-            cams, classes = npz["cams"], npz["classes"]
-    except (OSError, ValueError, KeyError, EOFError) as e:
-        raise UserError(f"{path}: not a CAM file with 'cams' (K, H, W) and 'classes' (K,) ({e})") from None
-    if cams.ndim != 3 or classes.shape != cams.shape[:1] or not np.issubdtype(classes.dtype, np.integer):
-        raise UserError(f"{path}: expected 'cams' (K, H, W) and integer 'classes' (K,), got shapes "
-                        f"{cams.shape} and {classes.shape}")
-    if cams.shape[1:] != tuple(image_size):
-        raise UserError(f"{path}: CAMs are {cams.shape[2]}x{cams.shape[1]} but the image is "
-                        f"{image_size[1]}x{image_size[0]}")
-    if classes.size and (classes.min() < 0 or classes.max() >= num_classes or len(set(classes.tolist())) < len(
-            classes)):
-        raise UserError(f"{path}: classes {classes.tolist()} are not distinct 0-based indices of the dataset's "
-                        f"{num_classes} classes")
-    if not np.isfinite(cams).all():
-        raise UserError(f"{path}: CAMs contain NaN or infinite values")
-    return cams.astype(np.float32, copy=False), classes.astype(np.int64)
-
-
-def cam_folder_ids(folder: Path, split: str, split_ids: list[str]) -> Manifest:
-    """Check that ``--cams`` is a complete ``cam`` artifact with a file for every id of the split.
-
-    Files of ids outside the split are an error when the artifact was made for this split; when it was made
-    for another split (e.g. train_aug CAMs used on train), they are expected and left out.
-    """
-    try:
-        manifest = read_manifest(folder, kind="cam")
-    except UserError as e:
-        raise UserError(f"--cams {e}") from None
-    present = {p.stem for p in Path(folder).glob("*.npz") if not p.name.startswith(".")}
-    extra = sorted(present - set(split_ids))
-    missing = [i for i in split_ids if i not in present]
-    if extra and manifest.split not in (None, split):
-        LOG.info("--cams %s: using %d of its %d '%s' CAM files for split '%s'", folder, len(present) - len(extra),
-                 len(present), manifest.split, split)
-    elif extra:
-        raise UserError(f"--cams {folder}: {len(extra)} CAM files are not ids of split '{split}' (first: "
-                        f"{', '.join(extra[:3])}); use the split the CAMs were made for "
-                        f"('{manifest.split}')")
-    if missing:
-        raise UserError(f"--cams {folder}: no CAM file for {len(missing)} ids of split '{split}' (first: "
-                        f"{', '.join(missing[:3])})")
-    return manifest
-
-
 @functools.lru_cache(maxsize=4)
 def _dataset(root: str):
     from wsss.data.dataset import open_dataset
@@ -126,7 +72,8 @@ def label_one(data_root: str, cams_dir: str, image_id: str, alpha: float, crf_pa
     try:
         data = _dataset(data_root)
         image = data.read_image(image_id)
-        cams, classes = read_cam_item(Path(cams_dir) / f"{image_id}.npz", image.shape[:2], data.num_classes)
+        fmt = FORMATS["cam"]
+        cams, classes = fmt.read(fmt.path(cams_dir, image_id), image.shape[:2], data.num_classes)
         return crf.crf_labels_from_cams(image, cams, classes, alpha, crf_params)
     except UserError:
         raise
@@ -145,27 +92,30 @@ def _labels_in_order(cfg: CrfLabelsConfig, ids: list[str]) -> Iterator[np.ndarra
     return pool(delayed(label_one)(*args, image_id, cfg.alpha, cfg.crf_params()) for image_id in ids)
 
 
-def run(cfg: CrfLabelsConfig) -> Manifest:
-    """Write ``{id}.png`` for every id of the split into ``cfg.out``; returns its ``label`` manifest."""
-    from wsss.data.palette import write_label_png
+class CrfLabels(InferenceStage):
+    """Dense-CRF labels of a ``cam`` artifact with PSA's power background, as a ``label`` artifact."""
 
-    missing = [f"--{name}" for name in ("data", "cams", "alpha", "out") if getattr(cfg, name) is None]
-    if missing:
-        raise UserError(f"crf labels: missing {', '.join(missing)} (give it as a flag or in --config)")
-    setup(device="cpu")
-    data = _dataset(str(Path(cfg.data).resolve()))
-    ids = data.ids(cfg.split)
-    cam_folder_ids(cfg.cams, cfg.split, ids)
-    inputs = {"data": input_record(cfg.data), "cams": input_record(cfg.cams)}
-    out = OutputDir.open(cfg.out, kind="label", stage="crf_labels", config=identity(cfg), inputs=inputs,
-                         overwrite=bool(cfg.overwrite))
-    if out.state == "done":
-        LOG.info("%s: complete label artifact of the same config and inputs: nothing to do", cfg.out)
-        return read_manifest(cfg.out, kind="label")
-    todo = [i for i in ids if not out.has_item(i, ".png")]
-    LOG.info("crf labels (alpha %g): %d of %d images to do on %d worker(s) (%s)", cfg.alpha, len(todo), len(ids),
-             max(cfg.workers or 0, 1), out.state)
-    for image_id, labels in zip(todo, _labels_in_order(cfg, todo)):
-        out.write_item(image_id, ".png", lambda p, lab=labels: write_label_png(p, lab, data.palette))
-    return out.complete(num_items=len(ids), split=cfg.split,
-                        extra={"alpha": cfg.alpha, "classes": list(data.classes)})
+    name, config, kind = "crf_labels", CrfLabelsConfig, "label"
+    required = ("data", "cams", "alpha", "out")
+
+    def check_inputs(self, cfg, data, ids: list) -> None:
+        check_covers(cfg.cams, "cam", cfg.split, ids, "--cams")
+
+    def input_artifacts(self, cfg) -> dict:
+        return {"cams": cfg.cams}
+
+    def compute(self, ctx: Context, todo: list):
+        LOG.info("crf labels (alpha %g): %d images on %d worker(s)", ctx.cfg.alpha, len(todo),
+                 max(ctx.cfg.workers or 0, 1))
+        return zip(todo, _labels_in_order(ctx.cfg, todo))
+
+    def manifest_extra(self, ctx: Context) -> dict:
+        return {"alpha": ctx.cfg.alpha, "classes": list(ctx.data.classes)}
+
+    def summary(self, manifest) -> str:
+        return (f"crf labels: {manifest.num_items} label PNGs ({manifest.split}, alpha {manifest.config['alpha']:g}) "
+                f"in {manifest.path}")
+
+
+STAGE = CrfLabels()
+run = STAGE.run

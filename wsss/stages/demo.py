@@ -1,10 +1,10 @@
 """``wsss demo``: the whole job on built-in toy data, on CPU, in a few minutes.
 
 1. Writes the toy data in the real VOC/SBD layouts (``OUT/toy``) and prepares it (``OUT/data``), or reuses them.
-2. Runs the toy recipes of ``pipelines/`` (PSA and single-stage, tiny backbone, trained here from scratch), each
-   into ``OUT/runs/<recipe>``; every stage is evaluated on toy train and toy val.
+2. Runs every toy recipe of ``pipelines/`` (``toy_*.yaml``: tiny backbone, trained here from scratch), each into
+   ``OUT/runs/<recipe>``; every stage is evaluated on toy train and toy val.
 3. Prints the comparison table (one per split) and writes ``OUT/report/index.html`` with, for a few val ids, the
-   input, ground truth, CAM heat map, CRF labels, random-walk labels and single-stage masks.
+   input, ground truth, and the output of every recipe stage marked ``report: TITLE`` (CAM heat maps, labels).
 
 Nothing is precomputed: the numbers are what this machine trained. A rerun reuses every complete stage.
 """
@@ -13,22 +13,13 @@ from __future__ import annotations
 import dataclasses
 import html
 from pathlib import Path
-import numpy as np
 
+from wsss.artifacts import MANIFEST
 from wsss.config import runtime
 from wsss.errors import UserError
 from wsss.runtime import LOG, setup_logging
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
-
-# (column title, recipe, stage folder, kind) of the report; missing folders show as "-".
-REPORT_COLUMNS = (
-    ("CAM", "toy_psa", "cam_infer_val", "cam"),
-    ("CRF labels (low alpha)", "toy_psa", "crf_la_val", "label"),
-    ("random walk", "toy_psa", "aff_infer_val", "label"),
-    ("single-stage", "toy_single_stage", "single_infer_val", "label"),
-)
-
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
@@ -37,7 +28,7 @@ class DemoConfig:
     n_val: int = 50
     size: int = 112
     seed: int = 0
-    recipes: tuple = ("toy_psa", "toy_single_stage")
+    recipes: tuple = ()  # recipe names or files; empty = every pipelines/toy_*.yaml
     report_images: int = 6
     device: str = runtime("auto")
     workers: int = runtime(0)
@@ -54,9 +45,21 @@ def recipe_path(name: str) -> Path:
     return p
 
 
+def demo_recipes(cfg: "DemoConfig") -> list[Path]:
+    """The recipes the demo runs: ``cfg.recipes``, or every toy recipe of ``pipelines/``."""
+    return [recipe_path(r) for r in cfg.recipes] if cfg.recipes else sorted(PIPELINES.glob("toy_*.yaml"))
+
+
+def report_columns(recipes: list[Path], runs: Path) -> list[tuple[str, Path]]:
+    """(title, stage folder) of every recipe stage marked ``report: TITLE``, in recipe order."""
+    from wsss.stages.pipeline_run import load_recipe
+
+    return [(stage["report"], runs / recipe.stem / stage["name"])
+            for recipe in recipes for stage in load_recipe(recipe)["stages"] if stage.get("report")]
+
+
 def ensure_toy_data(cfg: DemoConfig) -> Path:
     """Toy data written and prepared under ``cfg.out`` (reused when already complete)."""
-    from wsss.artifacts import MANIFEST
     from wsss.data.prepare import prepare_voc
     from wsss.data.toy import write_toy
 
@@ -70,35 +73,28 @@ def ensure_toy_data(cfg: DemoConfig) -> Path:
     return data
 
 
-def write_report(cfg: DemoConfig, data_path: Path, tables: str) -> Path:
-    """``OUT/report/index.html``: per id, the image, its ground truth and each stage's output."""
+def write_report(cfg: DemoConfig, data_path: Path, tables: str, columns: list[tuple[str, Path]]) -> Path:
+    """``OUT/report/index.html``: per id, the image, its ground truth and each report column's output."""
+    from wsss.artifacts import read_manifest
     from wsss.data.dataset import open_dataset
-    from wsss.data.palette import read_label_png
-    from wsss.stages.viz import cam_overlay, label_overlay, save_png, write_html
+    from wsss.stages.viz import artifact_overlay, label_overlay, save_png, write_html
 
     data = open_dataset(data_path)
     out = Path(cfg.out) / "report"
     out.mkdir(parents=True, exist_ok=True)
+    kinds = [read_manifest(folder).kind if (folder / MANIFEST).is_file() else None for _, folder in columns]
     rows = []
     for image_id in data.ids("val")[:cfg.report_images]:
         image = data.read_image(image_id)
         cells = [save_png(out / f"{image_id}_image.png", image),
                  save_png(out / f"{image_id}_gt.png", label_overlay(image, data.read_mask(image_id), data.palette))]
-        for _, recipe, stage, kind in REPORT_COLUMNS:
-            folder = Path(cfg.out) / "runs" / recipe / stage
-            item = folder / f"{image_id}.{'npz' if kind == 'cam' else 'png'}"
-            if not item.is_file():
-                cells.append(None)
-                continue
-            if kind == "cam":
-                with np.load(item) as z:
-                    overlay = cam_overlay(image, z["cams"])
-            else:
-                overlay = label_overlay(image, read_label_png(item), data.palette)
-            cells.append(save_png(out / f"{image_id}_{recipe}_{stage}.png", overlay))
+        for (_, folder), kind in zip(columns, kinds):
+            overlay = artifact_overlay(kind, folder, image_id, image, data.palette) if kind else None
+            name = f"{image_id}_{folder.parent.name}_{folder.name}.png"
+            cells.append(save_png(out / name, overlay) if overlay is not None else None)
         rows.append((image_id, cells))
     page = out / "index.html"
-    write_html(page, "wsss demo (toy data)", ["image", "ground truth", *(c[0] for c in REPORT_COLUMNS)], rows,
+    write_html(page, "wsss demo (toy data)", ["image", "ground truth", *(title for title, _ in columns)], rows,
                intro=f"<pre>{html.escape(tables)}</pre>")
     return page
 
@@ -111,9 +107,8 @@ def run(cfg: DemoConfig) -> tuple[str, Path]:
     if min(cfg.n_train, cfg.n_val, cfg.size, cfg.report_images) < 1:
         raise UserError("--n-train, --n-val, --size and the number of report images must be >= 1")
     data = ensure_toy_data(cfg)
-    runs = []
-    for name in cfg.recipes:
-        recipe = recipe_path(name)
+    runs, recipes = [], demo_recipes(cfg)
+    for recipe in recipes:
         run_dir = Path(cfg.out) / "runs" / recipe.stem
         results = pipeline_run.run(pipeline_run.PipelineRunConfig(
             recipe=recipe, data=data, out=run_dir, device=cfg.device, workers=cfg.workers))
@@ -122,4 +117,4 @@ def run(cfg: DemoConfig) -> tuple[str, Path]:
     grouped = compare.run(compare.CompareConfig(runs=tuple(runs), all_splits=True))
     tables = "\n\n".join(f"split {split}:\n{compare.format_rows(rows, 'text')}" for split, rows in grouped.items())
     (Path(cfg.out) / "comparison.txt").write_text(tables + "\n")
-    return tables, write_report(cfg, data, tables)
+    return tables, write_report(cfg, data, tables, report_columns(recipes, Path(cfg.out) / "runs"))

@@ -32,10 +32,10 @@ from typing import Optional
 import numpy as np
 
 from wsss import __version__
-from wsss.artifacts import MANIFEST, PARTIAL, Manifest, input_record, read_manifest, write_json_atomic
+from wsss.artifacts import Manifest, input_record, write_json_atomic
+from wsss.artifacts.items import FORMATS, listed, open_items, read_cam, read_label, split_items
 from wsss.config import runtime, to_dict
 from wsss.data.classes import BACKGROUND
-from wsss.data.palette import read_label_png
 from wsss.errors import UserError
 from wsss.ops.cam import cams_to_labels, threshold_sweep_confusions
 from wsss.ops.confusion import ConfusionMatrix, confusion_matrix
@@ -43,7 +43,6 @@ from wsss.runtime import LOG, setup_logging
 
 DEFAULT_THRESHOLD = 0.2
 METRICS_FILE = "metrics.json"
-LISTED = 5  # ids named in an error message; the rest are counted
 BACKEND = "multiprocessing"  # joblib backend for --workers > 1 (fork on Linux); see benchmarks/README.md
 
 
@@ -109,56 +108,9 @@ class Source:
 
 def open_source(cfg: EvalConfig) -> Source:
     """Validate ``--pred``/``--cams``: a complete artifact of the right kind, or a plain folder of items."""
-    option, folder, kind, suffix = (("--pred", cfg.pred, "label", ".png") if cfg.pred is not None
-                                    else ("--cams", cfg.cams, "cam", ".npz"))
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"{option} {folder}: no such folder")
-    manifest = None
-    if (folder / MANIFEST).is_file() or (folder / PARTIAL).is_file():
-        try:
-            manifest = read_manifest(folder, kind=kind)
-        except UserError as e:
-            raise UserError(f"{option} {e}") from None
-    else:
-        LOG.info("%s %s: no %s, reading it as a plain folder of %s files (e.g. made by another tool)",
-                 option, folder, MANIFEST, suffix)
-    return Source(folder, option, kind, suffix, manifest)
-
-
-def _listed(ids: list[str]) -> str:
-    shown = ", ".join(ids[:LISTED])
-    return shown + (f" (and {len(ids) - LISTED} more)" if len(ids) > LISTED else "")
-
-
-def match_items(source: Source, split: str, split_ids: list[str], allow_missing: bool):
-    """Pair split ids with files. Returns (ids to score, missing ids, number of files skipped outside the split)."""
-    if not split_ids:
-        raise UserError(f"--split {split}: the split has no ids; nothing to evaluate")
-    present = {p.stem for p in source.folder.iterdir() if p.suffix == source.suffix and not p.name.startswith(".")}
-    wanted = set(split_ids)
-    extra = sorted(present - wanted)
-    other_split = source.manifest is not None and source.manifest.split not in (None, split)
-    if extra and not other_split:
-        raise UserError(f"{source.option} {source.folder}: {len(extra)} {source.suffix} files are not ids of split "
-                        f"'{split}': {_listed(extra)} (expected one {{id}}{source.suffix} per id of the split)")
-    missing = [i for i in split_ids if i not in present]
-    ids = [i for i in split_ids if i in present]
-    if not ids:
-        raise UserError(f"{source.option} {source.folder}: none of the {len(split_ids)} ids of split '{split}' "
-                        f"has a {source.suffix} file (first expected: {split_ids[0]}{source.suffix}); "
-                        f"nothing to evaluate")
-    if missing and not allow_missing:
-        raise UserError(f"{source.option} {source.folder}: no {source.suffix} file for {len(missing)} of "
-                        f"{len(split_ids)} ids of split '{split}': {_listed(missing)} "
-                        f"(use --allow-missing to score the others)")
-    if missing:
-        LOG.warning("%s: %d of %d ids have no %s file and are left out: %s", source.option, len(missing),
-                    len(split_ids), source.suffix, _listed(missing))
-    if extra:
-        LOG.info("%s: skipping %d files outside split '%s' (the artifact is of split '%s')", source.option,
-                 len(extra), split, source.manifest.split)
-    return ids, missing, len(extra)
+    option, folder, kind = ("--pred", cfg.pred, "label") if cfg.pred is not None else ("--cams", cfg.cams, "cam")
+    manifest = open_items(folder, kind, option, require_manifest=False)
+    return Source(Path(folder), option, kind, FORMATS[kind].suffix, manifest)
 
 
 def mask_paths(data, split: str, ids: list[str]) -> list[Path]:
@@ -167,30 +119,11 @@ def mask_paths(data, split: str, ids: list[str]) -> list[Path]:
     lacking = [i for i, p in zip(ids, paths) if p is None]
     if lacking:
         raise UserError(f"--split {split}: {len(lacking)} of {len(ids)} ids have no ground-truth mask: "
-                        f"{_listed(lacking)} (evaluate a split with masks, e.g. train or val)")
+                        f"{listed(lacking)} (evaluate a split with masks, e.g. train or val)")
     return paths
 
 
 # ---- scoring: workers read (id, gt path, item path) jobs and return summed counts + size mismatches ----------
-
-def _read_png(path: Path, what: str) -> np.ndarray:
-    try:
-        return read_label_png(path)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: cannot read the {what} as a label PNG ({e})") from None
-
-
-def _read_cams(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with np.load(path) as npz:
-            cams, classes = npz["cams"], npz["classes"]
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"{path}: not a CAM file with 'cams' (K, H, W) and 'classes' (K,) ({e})") from None
-    if cams.ndim != 3 or classes.shape != cams.shape[:1] or not np.issubdtype(classes.dtype, np.integer):
-        raise UserError(f"{path}: expected 'cams' (K, H, W) and integer 'classes' (K,), got shapes "
-                        f"{cams.shape} and {classes.shape}")
-    return cams, classes
-
 
 class _SizeMismatch(Exception):
     """An item whose size differs from its ground truth; collected, then reported together."""
@@ -202,13 +135,13 @@ def _check_size(shape: tuple, gt: np.ndarray) -> None:
 
 
 def _label_counts(gt: np.ndarray, path: Path, n: int) -> np.ndarray:
-    pred = _read_png(path, "prediction")
+    pred = read_label(path, "prediction")
     _check_size(pred.shape, gt)
     return confusion_matrix(gt, pred, n)
 
 
 def _cam_counts(gt: np.ndarray, path: Path, n: int, background: dict) -> np.ndarray:
-    cams, classes = _read_cams(path)
+    cams, classes = read_cam(path)
     _check_size(cams.shape[1:], gt)
     if classes.size and classes.max() >= n - 1:
         raise ValueError(f"CAM classes {classes.tolist()} outside the dataset's {n - 1} foreground classes")
@@ -217,7 +150,7 @@ def _cam_counts(gt: np.ndarray, path: Path, n: int, background: dict) -> np.ndar
 
 
 def _sweep_counts(gt: np.ndarray, path: Path, n: int, thresholds: np.ndarray) -> np.ndarray:
-    cams, classes = _read_cams(path)
+    cams, classes = read_cam(path)
     _check_size(cams.shape[1:], gt)
     return threshold_sweep_confusions(cams, classes, gt, thresholds, n)
 
@@ -226,7 +159,7 @@ def _score_chunk(jobs: list, n: int, fn, **kwargs) -> tuple[Optional[np.ndarray]
     """Sum of ``fn(gt, item_path, n, **kwargs)`` over ``jobs`` and the list of size mismatches."""
     total, mismatched = None, []
     for item_id, gt_path, item_path in jobs:
-        gt = _read_png(gt_path, "ground truth")
+        gt = read_label(gt_path, "ground truth")
         try:
             counts = fn(gt, item_path, n, **kwargs)
         except _SizeMismatch as e:
@@ -286,7 +219,7 @@ def _counted(source: Source, result: tuple) -> np.ndarray:
     counts, mismatched = result
     if mismatched:
         raise UserError(f"{source.option} {source.folder}: {len(mismatched)} items differ in size from their "
-                        f"ground truth: {_listed(mismatched)}")
+                        f"ground truth: {listed(mismatched)}")
     return counts
 
 
@@ -326,7 +259,8 @@ def run(cfg: EvalConfig) -> dict:
     split_ids = data.ids(cfg.split)
     source = open_source(cfg)
     target = _metrics_path(cfg, source)
-    ids, missing, skipped = match_items(source, cfg.split, split_ids, cfg.allow_missing)
+    ids, missing, skipped = split_items(source.folder, source.kind, cfg.split, split_ids, source.option,
+                                        source.manifest, cfg.allow_missing)
     gts = mask_paths(data, cfg.split, ids)
     class_names = [BACKGROUND, *data.classes]
     n = len(class_names)
@@ -376,3 +310,16 @@ def format_report(metrics: dict) -> str:
                  f"{_percent(metrics['pixel_accuracy']).strip()}%; {metrics['num_items']} ids of "
                  f"'{metrics['split']}'" + (f", {missing} missing" if missing else ""))
     return "\n".join(lines)
+
+
+class EvalStage:
+    """``eval`` as a pipeline stage (its command is hand-written: it also prints the per-class report)."""
+
+    name, config = "eval", EvalConfig
+
+    @staticmethod
+    def run(cfg: EvalConfig) -> dict:
+        return run(cfg)
+
+
+STAGE = EvalStage()

@@ -6,10 +6,11 @@ Recipe format (``pipelines/*.yaml``; no Python in them)::
     description: ...
     stages:
       - name: cam_train      # folder RUN/cam_train
-        run: cam_train       # which stage (see STAGES)
+        run: cam_train       # which stage (a name of wsss.stages.table.STAGES)
         with: {backbone: tiny, split: train, max_iters: 200}
       - name: cam_infer
         run: cam_infer
+        report: CAM          # optional: a column of `wsss demo`'s report (cam and label artifacts)
         with: {split: train, weights: ${cam_train}/final.pt}
 
 Strings may use ``${data}`` (the dataset folder), ``${run}`` (the run folder) and ``${<stage name>}`` (that
@@ -33,19 +34,9 @@ from wsss.artifacts import MANIFEST, write_json_atomic
 from wsss.config import load_yaml, resolve
 from wsss.errors import UserError
 from wsss.runtime import LOG, setup_logging
+from wsss.stages.table import stage_names, stage_row
 
-# stage name in recipes -> (module, config class). Each module has run(cfg).
-STAGES = {
-    "cam_train": ("wsss.stages.cam_train", "CamTrainConfig"),
-    "cam_infer": ("wsss.stages.cam_infer", "CamInferConfig"),
-    "crf_labels": ("wsss.stages.crf_labels", "CrfLabelsConfig"),
-    "aff_train": ("wsss.stages.aff_train", "AffTrainConfig"),
-    "aff_infer": ("wsss.stages.aff_infer", "AffInferConfig"),
-    "single_train": ("wsss.stages.single_train", "SingleTrainConfig"),
-    "single_infer": ("wsss.stages.single_infer", "SingleInferConfig"),
-    "eval": ("wsss.stages.eval", "EvalConfig"),
-}
-
+STAGE_KEYS = {"name", "run", "with", "report"}  # `report`: the column title of the stage in `wsss demo`'s report
 
 @dataclasses.dataclass(frozen=True)
 class PipelineRunConfig:
@@ -84,9 +75,13 @@ def load_recipe(path: Path, overrides: tuple = ()) -> dict:
     for i, st in enumerate(stages):
         if not isinstance(st, dict) or "name" not in st or "run" not in st:
             raise UserError(f"{path}: stage {i + 1} needs 'name' and 'run'")
-        if st["run"] not in STAGES:
+        if st["run"] not in stage_names():
             raise UserError(f"{path}: stage {st['name']!r} runs unknown stage {st['run']!r} "
-                            f"(known: {', '.join(sorted(STAGES))})")
+                            f"(known: {', '.join(sorted(stage_names()))})")
+        unknown = sorted(set(st) - STAGE_KEYS)
+        if unknown:
+            raise UserError(f"{path}: stage {st['name']!r} has unknown key(s) {', '.join(unknown)} "
+                            f"(known: {', '.join(sorted(STAGE_KEYS))})")
         if st["name"] in names:
             raise UserError(f"{path}: stage name {st['name']!r} appears twice")
         names.append(st["name"])
@@ -115,8 +110,8 @@ def _substitute(value, mapping: dict, where: str):
 def _stage_config(stage: dict, module, cls, mapping: dict, cfg: PipelineRunConfig, recipe_path: Path):
     """The stage's config: recipe values (with ${...} filled in) and the runtime flags of the command.
 
-    A stage module with its own ``resolve_config(recipe=, flags=)`` (e.g. per-backbone defaults) is asked to
-    resolve; otherwise :func:`wsss.config.resolve` is used.
+    A stage with its own ``resolve_config(recipe=, flags=)`` (e.g. per-backbone defaults) is asked to resolve;
+    otherwise :func:`wsss.config.resolve` is used.
     """
     fields = {f.name for f in dataclasses.fields(cls)}
     values = {k: _substitute(v, mapping, f"{recipe_path}: stage {stage['name']}") for k, v in stage["with"].items()}
@@ -128,7 +123,7 @@ def _stage_config(stage: dict, module, cls, mapping: dict, cfg: PipelineRunConfi
     # (overwrite applies only then; the same config still resumes a partial folder or skips a complete one).
     runtime = {"device": cfg.device, "workers": cfg.workers, "overwrite": True}
     flags = {k: v for k, v in runtime.items() if v is not None and k in fields}
-    resolver = getattr(module, "resolve_config", None)
+    resolver = getattr(getattr(module, "STAGE", None), "resolve_config", None)
     if resolver is not None:
         return resolver(recipe=values, flags=flags)
     return resolve(cls, recipe=values, flags=flags)
@@ -165,9 +160,8 @@ def run(cfg: PipelineRunConfig) -> list[StageResult]:
     for i, stage in enumerate(recipe["stages"]):
         if not first <= i <= last:
             continue
-        module_name, cls_name = STAGES[stage["run"]]
-        module = importlib.import_module(module_name)
-        stage_cfg = _stage_config(stage, module, getattr(module, cls_name), mapping, cfg, Path(cfg.recipe))
+        module = importlib.import_module(stage_row(stage["run"]).module)
+        stage_cfg = _stage_config(stage, module, module.STAGE.config, mapping, cfg, Path(cfg.recipe))
         out = Path(getattr(stage_cfg, "out", None) or run_dir / stage["name"])
         before = (out / MANIFEST).stat().st_mtime_ns if (out / MANIFEST).is_file() else None
         LOG.info("pipeline %s: stage %s (%s)", recipe["name"], stage["name"], stage["run"])

@@ -33,15 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsss.artifacts import Manifest, input_record
-from wsss.config import identity, runtime
-from wsss.engine.distributed import init_distributed, open_output
-from wsss.engine.inference import each, write_items
+from wsss.config import option
+from wsss.engine.inference import Context, InferenceStage, NetworkInferConfig
 from wsss.errors import UserError
 from wsss.ops.multiscale import scaled_images
-from wsss.runtime import setup
+from wsss.stages.single_train import FAMILY, check_model
 
-MODELS = ("single_stage", "bsl")
 _R38 = {"scales": (1.0, 0.5, 1.5, 2.0), "pad_size": 1024, "fp_cut": 0.1, "bg_pow": 3.0, "clean": False}
 _RESNET = {"scales": (1.0, 0.75, 1.25, 1.5), "pad_size": 768, "fp_cut": 0.3, "bg_pow": 3.0, "clean": True}
 INFER_RECIPES = {
@@ -54,28 +51,21 @@ INFER_RECIPES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class SingleInferConfig:
-    data: Optional[Path] = None
+class SingleInferConfig(NetworkInferConfig):
     split: str = "val"
-    weights: Optional[Path] = None
-    out: Optional[Path] = None
-    model: Optional[str] = None
-    backbone: Optional[str] = None
-    scales: Optional[tuple] = None
-    flip: bool = True
-    pad_size: Optional[int] = None
-    fp_cut: Optional[float] = None
-    bg_pow: Optional[float] = None
-    clean: Optional[bool] = None
-    crf: bool = False
-    device: str = runtime("auto")
-    workers: int = runtime(0)
-    seed: int = runtime(0)
-    overwrite: bool = runtime(False)
+    model: Optional[str] = option(None, "Network of an original (non-wsss) weights file.", type=f"model:{FAMILY}")
+    scales: Optional[tuple] = option(None, "Comma-separated scales (default: the backbone's recipe).", type="floats")
+    flip: bool = option(True, "Add the flipped image at every scale (--no-flip: do not).")
+    pad_size: Optional[int] = option(None, "Side every scaled input is centre-padded to.", type="count")
+    fp_cut: Optional[float] = option(None, "Class probability above which a class is in the image label (without "
+                                           "--clean).", type="fraction")
+    bg_pow: Optional[float] = option(None, "Power applied to the merged background probability.", type="positive")
+    clean: Optional[bool] = option(None, "Use the ground-truth image labels (\"-clean\" masks).")
+    crf: bool = option(False, "Dense-CRF post-processing with the reference parameters.", type="flag")
 
     def __post_init__(self):
-        if self.model is not None and self.model not in MODELS:
-            raise UserError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.model is not None:
+            check_model(self.model)
         if self.scales is not None and (not self.scales or any(s <= 0 for s in self.scales)):
             raise UserError(f"--scales: every scale must be > 0, got {self.scales}")
         if self.pad_size is not None and self.pad_size < 1:
@@ -178,20 +168,22 @@ def _peek(path: Path):
 
 
 def load_single_network(cfg: SingleInferConfig, num_classes: int) -> torch.nn.Module:
-    """Our checkpoint of ``single_stage``/``bsl``, or a 1-stage-wseg state dict, loaded strictly, eval mode.
+    """Our checkpoint of a single-stage family network, or a 1-stage-wseg state dict, loaded strictly, eval mode.
 
     For an original file the network (``ae`` -> single_stage, ``bsl``) is read from its keys unless ``cfg.model``
     says, and the backbone and class count too unless ``cfg.backbone`` says.
     """
+    from wsss.models.registry import list_models
     from wsss.models.single_stage_reference import MODEL_NAMES, reference_model_type
     from wsss.models.weights import CHECKPOINT_KEYS, load_network
 
     path = Path(cfg.weights)
     obj = _peek(path)
     if isinstance(obj, dict) and all(k in obj for k in CHECKPOINT_KEYS):
-        if obj["model"] not in MODELS:
+        models = list_models(kind="network", family=FAMILY)
+        if obj["model"] not in models:
             raise UserError(f"--weights {path}: a checkpoint of model {obj['model']!r}, expected one of "
-                            f"{', '.join(MODELS)}")
+                            f"{', '.join(models)}")
         network = load_network(path, model=cfg.model)
     else:
         kind = reference_model_type(obj) if isinstance(obj, dict) else None
@@ -206,31 +198,26 @@ def load_single_network(cfg: SingleInferConfig, num_classes: int) -> torch.nn.Mo
     return network.eval()
 
 
-def run(cfg: SingleInferConfig) -> Manifest:
-    """Write ``{id}.png`` for every id of the split into ``cfg.out``; returns its ``label`` manifest."""
-    from wsss.data.dataset import open_dataset
-    from wsss.data.palette import write_label_png
-    from wsss.models.normalization import normalization_for
+class SingleInfer(InferenceStage):
+    """1-stage-wseg's multi-scale inference of a single-stage family network, as a ``label`` artifact."""
 
-    if cfg.data is None or cfg.out is None or cfg.weights is None:
-        raise UserError("--data, --weights and --out are required")
-    if not Path(cfg.weights).is_file():
-        raise UserError(f"--weights {cfg.weights}: file not found")
-    data = open_dataset(cfg.data)
-    ids = data.ids(cfg.split)
-    device = setup(cfg.seed, cfg.device)
-    dist = init_distributed(device)
-    network = load_single_network(cfg, data.num_classes + 1).to(device)
-    cfg = cfg.with_recipe(network.backbone_name)
-    norm = normalization_for(network.backbone_name)
-    inputs = {"data": input_record(cfg.data), "weights": input_record(cfg.weights)}
-    out = open_output(cfg.out, dist, kind="label", stage="single_infer", config=identity(cfg), inputs=inputs,
-                      overwrite=bool(cfg.overwrite))
+    name, config, kind, model = "single_infer", SingleInferConfig, "label", FAMILY
+    required = ("data", "weights", "out")
 
-    def item(image_id: str):
-        labels = predict_labels(cfg, network, data, image_id, norm)
-        return lambda path: write_label_png(path, labels, data.palette)
+    def load_network(self, cfg, data):
+        return load_single_network(cfg, data.num_classes + 1)
 
-    return write_items(out, ids, dist, lambda todo: each(todo, item), split=cfg.split,
-                       extra={"classes": list(data.classes),
-                              "labels_from": "ground truth" if cfg.clean else f"scores > {cfg.fp_cut}"})
+    def settle(self, cfg, network):
+        return cfg.with_recipe(network.backbone_name)
+
+    def predict(self, ctx: Context, image_id: str) -> np.ndarray:
+        return predict_labels(ctx.cfg, ctx.network, ctx.data, image_id, ctx.normalization)
+
+    def manifest_extra(self, ctx: Context) -> dict:
+        cfg = ctx.cfg
+        return {"classes": list(ctx.data.classes),
+                "labels_from": "ground truth" if cfg.clean else f"scores > {cfg.fp_cut}"}
+
+
+STAGE = SingleInfer()
+run = STAGE.run

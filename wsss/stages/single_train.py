@@ -35,13 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.artifacts import Manifest, input_record
-from wsss.config import resolve
-from wsss.engine import TrainConfig, fit
+from wsss.config import option, resolve
+from wsss.engine.stage import TrainingStage, TrainStageConfig
 from wsss.errors import UserError
 from wsss.models.single_stage import SingleStageTrainModule
 
-MODELS = ("single_stage", "bsl")
+FAMILY = "single"  # the registry family whose networks this stage trains (--model choices)
 # Per-backbone values of the reference configs (see the module docstring); anything else is the dataclass default.
 TRAIN_RECIPES = {
     "wideresnet38": {"crop": 321, "epochs": 25, "lr": 1e-3},
@@ -53,14 +52,19 @@ TRAIN_RECIPES = {
 BSL_EPOCHS = 7
 
 
+def check_model(model: str) -> None:
+    """``model`` must be a network of the single-stage family of the registry."""
+    from wsss.models.registry import list_models
+
+    models = list_models(kind="network", family=FAMILY)
+    if model not in models:
+        raise UserError(f"--model must be one of {', '.join(models)}, got {model!r}")
+
+
 @dataclasses.dataclass(frozen=True)
-class SingleTrainConfig(TrainConfig):
-    data: Optional[Path] = None
-    split: str = "train_aug"
-    val_split: Optional[str] = "val"
-    model: str = "single_stage"
-    backbone: str = "wideresnet38"
-    init_weights: Optional[Path] = None
+class SingleTrainConfig(TrainStageConfig):
+    val_split: Optional[str] = option("val", "Split validated every val_every epochs (loss, mIoU of the masks).")
+    model: str = option("single_stage", "Network of the single-stage family.", type=f"model:{FAMILY}")
     lr: float = 1e-3
     weight_decay: float = 5e-4
     momentum: float = 0.9
@@ -68,7 +72,7 @@ class SingleTrainConfig(TrainConfig):
     poly_power: float = 0.0
     batch_size: int = 16
     epochs: int = 25
-    crop: int = 321
+    crop: int = option(321, "Training crop size in pixels.", type="count")
     crop_scale: tuple = (0.9, 1.0)
     warmup_epochs: int = 5
     mask_loss_weight: float = 1.0
@@ -77,8 +81,7 @@ class SingleTrainConfig(TrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.model not in MODELS:
-            raise UserError(f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        check_model(self.model)
         if self.crop < 8:
             raise UserError(f"--crop must be >= 8, got {self.crop}")
         if self.warmup_epochs < 0 or self.mask_loss_weight < 0:
@@ -87,6 +90,12 @@ class SingleTrainConfig(TrainConfig):
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
             raise UserError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
+
+    def transform_recipe(self):
+        """1-stage-wseg: random resized crop (area ``crop_scale``), flip, colour jitter."""
+        from wsss.data.transforms import JointTransformConfig
+
+        return JointTransformConfig.single_stage(self.crop, self.crop_scale)
 
 
 def recipe_for(model: str, backbone: str) -> dict:
@@ -136,51 +145,34 @@ def mask_validator(data, split: str, normalization, module: SingleStageTrainModu
     return validate
 
 
-def _check_inputs(cfg: SingleTrainConfig, data) -> None:
-    data.ids(cfg.split)  # unknown split -> UserError before anything is written
-    if cfg.val_split:
-        missing = [i for i in data.ids(cfg.val_split) if not data.has_mask(i)]
-        if missing:
-            raise UserError(f"--val-split {cfg.val_split}: {len(missing)} ids have no ground-truth mask "
-                            f"(first: {missing[0]})")
-    if cfg.init_weights is not None and not Path(cfg.init_weights).is_file():
-        raise UserError(f"--init-weights {cfg.init_weights}: file not found")
+class SingleTrain(TrainingStage):
+    """The single-stage family (``--model``): its train module, 1-stage-wseg's validation."""
 
+    name, config = "single_train", SingleTrainConfig
+    resolve_config = staticmethod(resolve_config)
 
-def run(cfg: SingleTrainConfig) -> Manifest:
-    """Train into ``cfg.out``; returns the run's ``checkpoint`` manifest."""
-    from wsss.data.dataset import open_dataset
-    from wsss.data.datasets import ClassificationDataset
-    from wsss.data.transforms import JointTransform, JointTransformConfig
-    from wsss.models.normalization import normalization_for
-    from wsss.models.registry import build_model
+    def network_name(self, cfg) -> str:
+        return cfg.model
 
-    if cfg.data is None:
-        raise UserError("--data is required")
-    data = open_dataset(cfg.data)
-    _check_inputs(cfg, data)
-    norm = normalization_for(cfg.backbone)
-    model_kwargs = {"backbone": cfg.backbone, "num_classes": data.num_classes + 1}
-    validators: dict = {}
+    def network_kwargs(self, cfg, data) -> dict:
+        return {"backbone": cfg.backbone, "num_classes": data.num_classes + 1}
 
-    def build():
-        network = build_model(cfg.model, **model_kwargs)
-        if cfg.init_weights is not None:
-            from wsss.models.weights import load_backbone_init
+    def train_module(self, network, cfg) -> SingleStageTrainModule:
+        return SingleStageTrainModule(network, warmup_epochs=cfg.warmup_epochs, mask_loss_weight=cfg.mask_loss_weight)
 
-            load_backbone_init(network.backbone, cfg.init_weights)
-        module = SingleStageTrainModule(network, warmup_epochs=cfg.warmup_epochs,
-                                        mask_loss_weight=cfg.mask_loss_weight)
+    def check_inputs(self, cfg, data) -> None:
+        data.ids(cfg.split)  # unknown split -> UserError before anything is written
         if cfg.val_split:
-            validators["val"] = mask_validator(data, cfg.val_split, norm, module)
-        transform = JointTransform(JointTransformConfig.single_stage(cfg.crop, cfg.crop_scale), norm)
-        return module, ClassificationDataset(data, cfg.split, transform=transform)
+            missing = [i for i in data.ids(cfg.val_split) if not data.has_mask(i)]
+            if missing:
+                raise UserError(f"--val-split {cfg.val_split}: {len(missing)} ids have no ground-truth mask "
+                                f"(first: {missing[0]})")
 
-    def validate(network: nn.Module) -> dict:
-        return validators["val"](network)
+    def validator(self, cfg, data, module):
+        if not cfg.val_split:
+            return None
+        return mask_validator(data, cfg.val_split, module.network.normalization, module)
 
-    inputs = {"data": input_record(cfg.data)}
-    if cfg.init_weights is not None:
-        inputs["init_weights"] = {"path": str(Path(cfg.init_weights).resolve())}
-    return fit(cfg, stage="single_train", build=build, model_name=cfg.model, model_kwargs=model_kwargs,
-               split=cfg.split, inputs=inputs, validate=validate if cfg.val_split else None)
+
+STAGE = SingleTrain()
+run = STAGE.run

@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image
 
 from wsss.artifacts import read_manifest
-from wsss.data.palette import IGNORE_INDEX, VOC_PALETTE, read_label_png
+from wsss.artifacts.items import FORMATS
+from wsss.data.palette import IGNORE_INDEX, VOC_PALETTE
 from wsss.errors import UserError
 
 
@@ -69,6 +70,17 @@ def save_png(path: Path, array: np.ndarray) -> str:
     return Path(path).name
 
 
+def artifact_overlay(kind: str, folder: Path, image_id: str, image: np.ndarray, palette) -> Optional[np.ndarray]:
+    """The overlay of one item of a ``cam`` or ``label`` artifact on its image, or None when it has no item."""
+    fmt = FORMATS[kind]
+    path = fmt.path(folder, image_id)
+    if not path.is_file():
+        return None
+    if kind == "cam":
+        return cam_overlay(image, fmt.read(path)[0])
+    return label_overlay(image, fmt.read(path), palette)
+
+
 def run(cfg: VizConfig) -> Path:
     """Overlays of ``cfg.cams`` or ``cfg.labels`` for the first ``limit`` ids of the split; returns index.html."""
     from wsss.data.dataset import open_dataset
@@ -86,13 +98,10 @@ def run(cfg: VizConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for image_id in [i for i in ids if (folder / f"{i}.{'npz' if cfg.cams else 'png'}").is_file()][:cfg.limit]:
+    fmt = FORMATS[manifest.kind]
+    for image_id in [i for i in ids if fmt.path(folder, i).is_file()][:cfg.limit]:
         image = data.read_image(image_id)
-        if cfg.cams:
-            with np.load(folder / f"{image_id}.npz") as z:
-                overlay = cam_overlay(image, z["cams"])
-        else:
-            overlay = label_overlay(image, read_label_png(folder / f"{image_id}.png"), data.palette)
+        overlay = artifact_overlay(manifest.kind, folder, image_id, image, data.palette)
         gt = label_overlay(image, data.read_mask(image_id), data.palette) if data.mask_path(image_id) else None
         rows.append((image_id, [save_png(out / f"{image_id}_image.png", image),
                                 save_png(out / f"{image_id}_gt.png", gt) if gt is not None else None,

@@ -1,4 +1,4 @@
-"""Artifacts on disk: ``manifest.json`` read/write/validate and atomic, resumable output folders.
+"""``manifest.json`` read/write/validate and atomic, resumable output folders.
 
 Every stage writes into one output folder. While it works, the folder holds ``manifest.partial.json`` (the
 identity of the run: kind, stage, config, inputs); each item is written under a temporary name and renamed into
@@ -30,7 +30,7 @@ from wsss.errors import UserError
 MANIFEST = "manifest.json"
 PARTIAL = "manifest.partial.json"
 
-# The files that make up one item of each artifact kind; ``num_items`` counts them.
+# The files that make up one item of each artifact kind; ``num_items`` counts them (formats: items.py).
 ITEM_SUFFIX = {"cam": ".npz", "label": ".png", "checkpoint": ".pt"}
 
 
