@@ -1,7 +1,7 @@
 """How close `wsss eval --pred` comes to the cost of just reading its PNGs.
 
 The evaluator must decode, per id, the ground-truth mask and the prediction. The bound is that decoding alone,
-run over the same (id, mask, prediction) jobs with the same chunking and workers (``wsss.stages.eval.in_parallel``
+run over the same (id, mask, prediction) jobs with the same chunking and workers (``wsss.engine.scoring.in_parallel``
 with a function that only decodes). The evaluator is timed end to end through ``wsss.stages.eval.run``: opening
 the dataset, matching files to ids, decoding, counting, scoring and writing metrics.json. Three joblib backends
 (threads, loky processes, fork-started ``multiprocessing`` processes) are measured, plus ``--workers 0`` (no
@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+import wsss.engine.scoring as scoring
 import wsss.stages.eval as eval_stage
 from wsss.data.palette import read_label_png, write_label_png
 
@@ -118,25 +119,25 @@ def _best_interleaved(fns: list, repeats: int) -> tuple[list[float], list[float]
 
 def measure(data: Path, split: str, pred: Path, workers: int, repeats: int, out: Path) -> list[dict]:
     """Bound and evaluator seconds for each backend (metrics.json goes to ``out``); one row per setting."""
-    from wsss.data.dataset import open_dataset
+    from wsss.data.prepared import open_dataset
 
     dataset = open_dataset(data)
     ids = dataset.ids(split)
     jobs = [(i, dataset.mask_path(i), pred / f"{i}.png") for i in ids]
     cfg = eval_stage.EvalConfig(data=data, split=split, pred=pred, out=out)
-    default_backend = eval_stage.BACKEND
+    default_backend = scoring.BACKEND
     rows = []
     for backend, n_workers in (("none", 0), ("threading", workers), ("loky", workers),
                                ("multiprocessing", workers)):
-        eval_stage.BACKEND = default_backend if backend == "none" else backend
+        scoring.BACKEND = default_backend if backend == "none" else backend
         run_cfg = dataclasses.replace(cfg, workers=n_workers)
-        wall, cpu = _best_interleaved([lambda: eval_stage.in_parallel(_decode_only, jobs, n_workers, n=21),
+        wall, cpu = _best_interleaved([lambda: scoring.in_parallel(_decode_only, jobs, n_workers, n=21),
                                        lambda: eval_stage.run(run_cfg)], repeats)
         rows.append({"backend": backend, "workers": n_workers, "items": len(ids), "bound_s": wall[0],
                      "eval_s": wall[1], "ratio": wall[0] / wall[1],
                      # loky keeps its workers alive, so their CPU time is never reported to this process
                      "cpu_ratio": None if backend == "loky" else cpu[0] / cpu[1]})
-    eval_stage.BACKEND = default_backend
+    scoring.BACKEND = default_backend
     return rows
 
 
@@ -161,7 +162,7 @@ def main() -> None:
             data, pred = args.data, args.pred
         rows = measure(data, args.split, pred, args.workers, args.repeats, out=Path(tmp) / "metrics")
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (other processes share these cores); "
-          f"evaluator default backend: {eval_stage.BACKEND}")
+          f"evaluator default backend: {scoring.BACKEND}")
     print(f"{'backend':>15} {'workers':>7} {'items':>6} {'decode bound':>13} {'evaluator':>10} "
           f"{'eval img/s':>10} {'ratio':>6} {'cpu ratio':>9}")
     for r in rows:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 from pathlib import Path
-from typing import Any, Mapping, Optional, TypeVar
+from typing import Any, Callable, Mapping, Optional, TypeVar
 
 from wsss.errors import UserError
 
@@ -40,6 +40,47 @@ def runtime(default: Any = None, help: str = "", *, type: Optional[str] = None) 
     if help:
         return option(default, help, type=type, runtime=True)
     return dataclasses.field(default=default, metadata={"runtime": True})
+
+
+PRESET_FIELD = "recipe"
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """A named recipe preset a config offers through its ``recipe`` field (``--recipe NAME``).
+
+    A config class declares ``PRESETS: ClassVar[Mapping[str, Preset]]`` and a ``recipe`` field made by
+    :func:`preset_option`; :func:`resolve` then layers default < preset < recipe values < ``--config`` < flags.
+
+    Attributes:
+        values: option values of the preset (field name -> value).
+        summary: its line in ``--help``.
+        departures: what differs from the reference it reproduces (documentation).
+    """
+
+    values: Mapping[str, Any]
+    summary: str
+    departures: tuple = ()
+
+
+def preset_option(presets: Mapping[str, Preset], default: Optional[str], help: str) -> Any:
+    """The ``recipe`` field: a choice of the preset names, each listed with its summary in ``--help``."""
+    listing = "; ".join(f"{name}: {p.summary}" for name, p in presets.items())
+    return option(default, f"{help} {listing}.", type="choice:" + "|".join(presets))
+
+
+def _preset_layer(cls: type, layers: list) -> Optional[tuple]:
+    """The preset named by the last layer that names one (else the field's default), as a layer."""
+    presets = getattr(cls, "PRESETS", None)
+    if not presets:
+        return None
+    name = next((layer[PRESET_FIELD] for layer, _ in reversed(layers) if layer.get(PRESET_FIELD) is not None),
+                cls.__dataclass_fields__[PRESET_FIELD].default)
+    if name is None:
+        return None
+    if name not in presets:
+        raise UserError(f"unknown recipe {name!r} for {cls.__name__} (known: {', '.join(presets)})")
+    return dict(presets[name].values), f"recipe preset {name!r}"
 
 
 def field_metadata(cls: type, name: str) -> Mapping:
@@ -106,7 +147,8 @@ def resolve(cls: type[C], *, recipe: Optional[Mapping] = None, config_file: Opti
             flags: Optional[Mapping] = None) -> C:
     """Build ``cls`` from its defaults, then a recipe mapping, a YAML file, and flags (``None`` = not given).
 
-    Unknown keys are a :class:`UserError` naming the key and where it came from.
+    A class with ``PRESETS`` (see :class:`Preset`) gets the values of the preset its ``recipe`` names right above
+    its defaults. Unknown keys are a :class:`UserError` naming the key and where it came from.
     """
     names = {f.name for f in dataclasses.fields(cls)}
     values: dict = {}
@@ -114,6 +156,9 @@ def resolve(cls: type[C], *, recipe: Optional[Mapping] = None, config_file: Opti
     if config_file is not None:
         layers.append((load_yaml(config_file), str(config_file)))
     layers.append(({k: v for k, v in (flags or {}).items() if v is not None}, "command line"))
+    preset = _preset_layer(cls, layers)
+    if preset is not None:
+        layers.insert(0, preset)
     for layer, source in layers:
         unknown = sorted(set(layer) - names)
         if unknown:
@@ -125,6 +170,18 @@ def resolve(cls: type[C], *, recipe: Optional[Mapping] = None, config_file: Opti
         return cls(**values)
     except TypeError as e:
         raise UserError(f"{cls.__name__}: {e}") from None
+
+
+def resolve_layered(cls: type[C], preset: Callable[[C], Mapping], *, recipe: Optional[Mapping] = None,
+                    config_file: Optional[Path] = None, flags: Optional[Mapping] = None) -> C:
+    """Like :func:`resolve`, with a layer of defaults that depends on the values given: ``preset(first)``, where
+    ``first`` is the config resolved without it, goes under ``recipe`` (default < preset < recipe < file < flags).
+    """
+    first = resolve(cls, recipe=recipe, config_file=config_file, flags=flags)
+    layer = dict(preset(first))
+    if not layer:
+        return first
+    return resolve(cls, recipe={**layer, **(recipe or {})}, config_file=config_file, flags=flags)
 
 
 def to_dict(cfg: Any) -> dict:

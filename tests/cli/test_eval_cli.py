@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from wsss.cli.main import cli
-from wsss.data.dataset import open_dataset
+from wsss.data.prepared import open_dataset
 from wsss.data.palette import write_label_png
 from tests.cli.checks import assert_user_error
 

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from wsss.cli.main import cli
-from wsss.data.dataset import open_dataset
+from wsss.data.prepared import open_dataset
 
 
 def _run(*args):

@@ -14,7 +14,7 @@ from wsss.cli.main import cli
 from wsss.data import coco
 from wsss.data.classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from wsss.data.coco import annotation_mask, prepare_coco, rasterise
-from wsss.data.dataset import open_dataset
+from wsss.data.prepared import open_dataset
 from wsss.data.palette import VOC_PALETTE
 from wsss.data.toy_coco import uncompressed_rle, write_toy_coco
 from wsss.errors import UserError

@@ -8,7 +8,7 @@ import pytest
 
 from tests.data import tiny_tree
 from wsss.data.classes import VOC_CLASSES
-from wsss.data.dataset import open_dataset
+from wsss.data.prepared import open_dataset
 from wsss.data.palette import VOC_PALETTE
 from wsss.data.prepare import prepare_voc
 from wsss.errors import UserError

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from wsss.data.dataset import open_dataset
-from wsss.data.datasets import ClassificationDataset, SegmentationDataset
+from wsss.data.prepared import open_dataset
+from wsss.data.torch_datasets import ClassificationDataset, SegmentationDataset
 from wsss.data.transforms import JointTransform, JointTransformConfig
 from wsss.models.normalization import normalization_for
 from wsss.errors import UserError

@@ -11,8 +11,8 @@ from PIL import Image
 from tests.cli.checks import assert_user_error
 from wsss.cli.main import cli
 from wsss.data import dataset_writer
-from wsss.data.dataset import open_dataset
-from wsss.data.datasets import ClassificationDataset, SegmentationDataset
+from wsss.data.prepared import open_dataset
+from wsss.data.torch_datasets import ClassificationDataset, SegmentationDataset
 from wsss.data.folder import prepare_folder
 from wsss.data.label_files import read_classes, read_labels
 from wsss.data.palette import VOC_PALETTE, write_label_png

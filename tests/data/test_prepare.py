@@ -10,7 +10,7 @@ import pytest
 from tests.data import tiny_tree
 from wsss.artifacts import read_manifest
 from wsss.data import prepare as prepare_module
-from wsss.data.dataset import open_dataset
+from wsss.data.prepared import open_dataset
 from wsss.data.palette import read_label_png, voc_palette
 from wsss.data.prepare import derive_train_aug, prepare_voc
 from wsss.data.voc import classes_present, read_id_list

@@ -136,14 +136,52 @@ def test_generation_is_deterministic_by_seed(tmp_path):
     assert digest(tmp_path / "a") == digest(tmp_path / "b") != digest(tmp_path / "c")
 
 
-def test_every_class_appears_several_times(tmp_path):
-    splits = write_toy(tmp_path, n_train=60, n_val=10, size=40, seed=1)
+def _class_counts(root, splits) -> Counter:
     counts = Counter()
     for image_id in splits.voc_train + splits.voc_val + splits.sbd_only:
-        ann = read_voc_xml(_voc(tmp_path) / "Annotations" / f"{image_id}.xml")
+        ann = read_voc_xml(_voc(root) / "Annotations" / f"{image_id}.xml")
         counts.update(o.name for o in ann.objects)
+    return counts
+
+
+def test_every_class_appears_several_times(tmp_path):
+    splits = write_toy(tmp_path, n_train=60, n_val=10, size=40, seed=1, classes=20)
+    counts = _class_counts(tmp_path, splits)
     assert set(counts) == set(VOC_CLASSES)
     assert min(counts.values()) >= 3
+
+
+def test_the_default_world_draws_five_classes_evenly_with_distinct_part_colours(tmp_path):
+    import colorsys
+
+    from wsss.data.toy_world import DRAW_ORDER, PART_COLOURS
+
+    counts = _class_counts(tmp_path, write_toy(tmp_path, n_train=40, n_val=10, size=40, seed=2))
+    assert set(counts) == {VOC_CLASSES[c] for c in DRAW_ORDER[:5]}
+    assert max(counts.values()) - min(counts.values()) <= 3  # successive permutations: as many of each
+    hues = sorted(360 * colorsys.rgb_to_hsv(*(PART_COLOURS[c] / 255))[0] for c in DRAW_ORDER[:5])
+    assert np.allclose(np.diff(hues), 72, atol=1)  # 72 degrees apart round the wheel
+    assert len(set(DRAW_ORDER)) == 20
+
+
+def test_bodies_are_bright_and_coherent_on_a_dark_background(toy_root):
+    """What lets a CRF or learned affinities find the object: its body differs from the background, not inside."""
+    from PIL import Image
+
+    voc = _voc(toy_root)
+    gaps, spreads = [], []
+    for image_id in read_id_list(voc / "ImageSets" / "Segmentation" / "train.txt"):
+        rgb = np.asarray(Image.open(voc / "JPEGImages" / f"{image_id}.jpg"), np.float32)
+        grey, saturation = rgb.mean(-1), rgb.max(-1) - rgb.min(-1)
+        mask = read_label_png(voc / "SegmentationClass" / f"{image_id}.png")
+        instances = read_label_png(voc / "SegmentationObject" / f"{image_id}.png")
+        background = np.percentile(grey[mask == 0], 95)
+        for n in set(np.unique(instances).tolist()) - {0, IGNORE_INDEX}:
+            body = (instances == n) & (saturation < 60)  # the object without its coloured part
+            spreads.append(grey[body].std())
+            gaps.append(np.median(grey[body]) - background)
+    assert max(spreads) < 20  # one region: stripes and grain only
+    assert min(gaps) > 15
 
 
 def test_roles_follow_the_documented_rule():
@@ -158,7 +196,7 @@ def test_roles_follow_the_documented_rule():
     assert set(s.sbd_val) == {t[3], t[7], v[2], e[2]}
 
 
-@pytest.mark.parametrize("kwargs", [{"n_train": 0}, {"n_val": 0}, {"size": 8}])
+@pytest.mark.parametrize("kwargs", [{"n_train": 0}, {"n_val": 0}, {"size": 8}, {"classes": 0}, {"classes": 21}])
 def test_bad_arguments_are_user_errors(tmp_path, kwargs):
     with pytest.raises(UserError):
         write_toy(tmp_path, **kwargs)

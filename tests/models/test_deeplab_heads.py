@@ -60,7 +60,7 @@ def test_deeplabv1_bn_modes():
     assert ref.bn_mode == "as_reference" and ref.backbone.conv1a.weight.requires_grad  # sscb: conv1a trains
     bns = {n: m for n, m in ref.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert all(m.training and not m.weight.requires_grad and not m.bias.requires_grad for m in bns.values())
-    assert bns["backbone.b7.bn_branch2a"].momentum == 0.0003 and bns["bn_fov"].momentum == 0.1
+    assert bns["backbone.b7.bn_branch2a"].momentum == 0.0003 and bns["bn_fov"].momentum == bns["bn_fov2"].momentum == 0.0003
     grouped = {id(p) for g in ref.param_groups(1e-3, 5e-4) for p in g["params"]}
     assert not grouped & {id(p) for m in bns.values() for p in m.parameters()}
     with pytest.raises(ValueError, match="bn_mode"):

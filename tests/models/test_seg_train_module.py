@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from wsss.engine.module import TrainModule
+from wsss.models.train_module import TrainModule
 from wsss.models import build_model
 from wsss.models.seg_train_module import SegTrainModule
 from wsss.ops.seg_loss import cross_entropy, resize_labels

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from wsss.artifacts import OutputDir, input_record
-from wsss.data.dataset import open_dataset
+from wsss.data.prepared import open_dataset
 from wsss.artifacts.items import write_cam as save_cam_npz
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from wsss.artifacts import read_manifest
-from wsss.data.dataset import open_dataset
+from wsss.data.prepared import open_dataset
 from wsss.data.palette import read_label_png
 from wsss.errors import UserError
 from wsss.models.normalization import normalization_for

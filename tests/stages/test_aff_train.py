@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from wsss.artifacts import OutputDir
-from wsss.data.dataset import open_dataset
+from wsss.data.prepared import open_dataset
 from wsss.data.palette import write_label_png
 from wsss.engine.checkpoint import load_checkpoint
 from wsss.errors import UserError

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from wsss.artifacts import read_manifest
 from wsss.cli.main import cli
-from wsss.data.dataset import open_dataset
+from wsss.data.prepared import open_dataset
 from wsss.engine.checkpoint import load_checkpoint
 from wsss.errors import UserError
 from wsss.stages import cam_infer, cam_train

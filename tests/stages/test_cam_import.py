@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from wsss.cli.main import cli
-from wsss.data.dataset import open_dataset
+from wsss.data.prepared import open_dataset
 from wsss.data.palette import read_label_png
 from wsss.errors import UserError
 from wsss.stages.cam_import import load_reference_dict

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from wsss.artifacts import read_manifest
-from wsss.data.dataset import open_dataset
+from wsss.data.prepared import open_dataset
 from wsss.data.palette import read_label_png
 from wsss.errors import UserError
 from wsss.ops.crf import crf_labels_from_cams

@@ -57,6 +57,12 @@ def test_demo_runs_and_report_is_complete(tmp_path):
     images = re.findall(r'<img src="([^"]+)"', page)
     assert len(images) == 3 * 6  # 3 ids x (image, ground truth, CAM, CRF, random walk, single-stage)
     assert all((report.parent / name).is_file() for name in images)
+    # The table as a chart, the CAM threshold curves (the recipe sweeps eval_cam_val), the class-colour legend.
+    charts = re.findall(r"<img class='chart' src='([^']+)'", page)
+    assert charts == ["miou.png", "cam_thresholds.png"]
+    assert all((report.parent / name).is_file() and (report.parent / name).with_suffix(".svg").is_file()
+               for name in charts)
+    assert "class='legend'" in page and "background" in page
     # A rerun reuses the toy data and every complete stage.
     before = (tmp_path / "demo" / "runs" / "toy_psa" / "cam_train" / "manifest.json").stat().st_mtime_ns
     demo.run(cfg)

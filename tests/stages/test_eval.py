@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from wsss.artifacts import OutputDir, manifest_digest
-from wsss.data.dataset import open_dataset
+from wsss.data.prepared import open_dataset
 from wsss.data.palette import write_label_png
 from wsss.errors import UserError
 from wsss.ops.cam import cams_to_labels

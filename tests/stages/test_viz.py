@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from wsss.artifacts import OutputDir
 from wsss.cli.main import cli
-from wsss.data.dataset import open_dataset
+from wsss.data.prepared import open_dataset
 from wsss.data.palette import write_label_png
 from wsss.stages.viz import cam_overlay, heat_colors, label_overlay
 

@@ -3,7 +3,9 @@
 =========  ==========  ==========================================================================================
 kind       file        content
 =========  ==========  ==========================================================================================
-``cam``    ``{id}.npz``  ``cams`` float32 (K, H, W) in [0, 1] at image size; ``classes`` int64 (K,) 0-based classes
+``cam``    ``{id}.npz``  ``cams`` float32 (K, H, W) in [0, 1] at image size; ``classes`` int64 (K,) 0-based classes;
+                         optional extra arrays that readers which do not ask for them ignore (IRN's stride-4 CAM
+                         ``cams_stride4``, float32 (K, ceil(H / 4), ceil(W / 4)))
 ``label``  ``{id}.png``  palette PNG, 0 = background, 1..C = classes, 255 = ignore
 =========  ==========  ==========================================================================================
 
@@ -20,13 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 
 from wsss.artifacts.manifest import MANIFEST, PARTIAL, Manifest, read_manifest
 from wsss.errors import UserError
-from wsss.runtime import LOG
+from wsss.process import LOG
 
 LISTED = 5  # ids named in an error message; the rest are counted
 
@@ -37,20 +39,32 @@ def listed(ids: list) -> str:
     return shown + (f" (and {len(ids) - LISTED} more)" if len(ids) > LISTED else "")
 
 
-def write_cam(path: Path, cams: np.ndarray, classes: np.ndarray) -> None:
-    """One ``cam`` item: ``cams`` float32 (K, H, W), ``classes`` int64 (K,)."""
+CAM_KEYS = ("cams", "classes")
+
+
+def write_cam(path: Path, cams: np.ndarray, classes: np.ndarray, extras: Optional[Mapping] = None) -> None:
+    """One ``cam`` item: ``cams`` float32 (K, H, W), ``classes`` int64 (K,), and optional ``extras`` (name ->
+    array with K rows, e.g. ``cams_stride4``)."""
+    extras = dict(extras or {})
+    clash = sorted(set(extras) & set(CAM_KEYS))
+    if clash:
+        raise ValueError(f"extra CAM arrays may not be named {clash}")
     with open(path, "wb") as f:
-        np.savez(f, cams=cams, classes=np.asarray(classes).astype(np.int64))
+        np.savez(f, cams=cams, classes=np.asarray(classes).astype(np.int64), **extras)
 
 
-def read_cam(path: Path, image_size: Optional[tuple] = None,
-             num_classes: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+def read_cam(path: Path, image_size: Optional[tuple] = None, num_classes: Optional[int] = None,
+             extras: bool = False) -> tuple:
     """One ``cam`` item, checked: ``cams`` float32 (K, H, W), ``classes`` int64 (K,).
 
     Args:
         path: the ``.npz`` file.
         image_size: (H, W) the CAMs must have, when given.
         num_classes: when given, the classes must be distinct 0-based indices below it and the CAMs finite.
+        extras: also return the item's extra arrays, name -> array (each with K rows).
+
+    Returns:
+        ``(cams, classes)``, or ``(cams, classes, extras)`` with ``extras=True``.
 
     Raises:
         UserError: unreadable file, wrong keys or shapes, another size, classes out of range, NaN values.
@@ -58,11 +72,14 @@ def read_cam(path: Path, image_size: Optional[tuple] = None,
     try:
         with np.load(path) as npz:
             cams, classes = npz["cams"], npz["classes"]
+            more = {k: npz[k] for k in npz.files if k not in CAM_KEYS} if extras else {}
     except (OSError, ValueError, KeyError, EOFError) as e:
         raise UserError(f"{path}: not a CAM file with 'cams' (K, H, W) and 'classes' (K,) ({e})") from None
     if cams.ndim != 3 or classes.shape != cams.shape[:1] or not np.issubdtype(classes.dtype, np.integer):
         raise UserError(f"{path}: expected 'cams' (K, H, W) and integer 'classes' (K,), got shapes "
                         f"{cams.shape} and {classes.shape}")
+    if any(v.ndim < 1 or len(v) != len(classes) for v in more.values()):
+        raise UserError(f"{path}: extra arrays {sorted(more)} must have one row per class ({len(classes)})")
     if image_size is not None and cams.shape[1:] != tuple(image_size):
         raise UserError(f"{path}: CAMs are {cams.shape[2]}x{cams.shape[1]} but the image is "
                         f"{image_size[1]}x{image_size[0]}")
@@ -71,10 +88,10 @@ def read_cam(path: Path, image_size: Optional[tuple] = None,
                              or len(set(classes.tolist())) < len(classes)):
             raise UserError(f"{path}: classes {classes.tolist()} are not distinct 0-based indices of the dataset's "
                             f"{num_classes} classes")
-        if not np.isfinite(cams).all():
+        if not np.isfinite(cams).all() or not all(np.isfinite(v).all() for v in more.values()):
             raise UserError(f"{path}: CAMs contain NaN or infinite values")
-        return cams.astype(np.float32, copy=False), classes.astype(np.int64)
-    return cams, classes
+        cams, classes = cams.astype(np.float32, copy=False), classes.astype(np.int64)
+    return (cams, classes, more) if extras else (cams, classes)
 
 
 def write_label(path: Path, labels: np.ndarray, palette=None) -> None:

@@ -79,7 +79,7 @@ def prepare() -> None:
 def voc(voc_root: Path, sbd_root: Path, out: Path, overwrite: bool) -> None:
     """PASCAL VOC 2012 (+ SBD): train, val, trainval, train_aug, test."""
     from wsss.data.prepare import prepare_voc
-    from wsss.runtime import setup_logging
+    from wsss.process import setup_logging
 
     setup_logging()
     manifest = prepare_voc(voc_root=voc_root, sbd_root=sbd_root, out=out, overwrite=bool(overwrite))
@@ -115,7 +115,7 @@ def coco(coco_root: Path, crowd: str, out: Path, workers, overwrite: bool) -> No
     Masks are written on --workers processes (default: the CPUs, at most 8).
     """
     from wsss.data.coco import prepare_coco
-    from wsss.runtime import setup_logging
+    from wsss.process import setup_logging
 
     setup_logging()
     m = prepare_coco(coco_root, out, crowd=crowd, workers=workers, overwrite=bool(overwrite))
@@ -148,7 +148,7 @@ def folder(images: Path, labels: Path, classes: Path, masks, splits, out: Path, 
     Masks are checked and rewritten on --workers processes (default: the CPUs, at most 8).
     """
     from wsss.data.folder import prepare_folder
-    from wsss.runtime import setup_logging
+    from wsss.process import setup_logging
 
     setup_logging()
     m = prepare_folder(images, labels, classes, out, masks=masks, splits=splits, workers=workers,

@@ -20,11 +20,7 @@ COMMANDS = {
     "viz": ("wsss.cli.viz:viz", "Overlays of CAMs or labels on their images, as an HTML page."),
 }
 # Command groups of DESIGN.md not built yet: they answer with one clear line.
-PLANNED = {
-    "seam": "Train SEAM and infer its CAMs (not available yet).",
-    "irn": "Train IRN and infer its labels (not available yet).",
-    "seg": "Final segmentation retraining (not available yet).",
-}
+PLANNED: dict[str, str] = {}
 
 
 def lazy_commands() -> dict:

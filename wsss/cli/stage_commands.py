@@ -50,8 +50,9 @@ def config_option_for(cls: type, f: dataclasses.Field) -> click.Option:
         return click.Option([f"{flag}/--no-{flag[2:]}", f.name], default=None, help=help_text)
     kind = meta.get("type") or ("floats" if typing.get_origin(hint) is tuple else None)
     param_type = value_type(kind, hint) if kind else click.Path(path_type=Path) if hint is Path else hint
-    return click.Option([flag, f.name], type=param_type, default=None, required=bool(meta.get("required")),
-                        help=help_text)
+    if meta.get("required"):  # no default at all: click 8.2+ takes an explicit None as a given default
+        return click.Option([flag, f.name], type=param_type, required=True, help=help_text)
+    return click.Option([flag, f.name], type=param_type, default=None, help=help_text)
 
 
 def config_options(cls: type) -> list[click.Option]:

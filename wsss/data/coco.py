@@ -36,7 +36,7 @@ from wsss.data.dataset_writer import base_extra, default_workers, mask_job, run_
 from wsss.data.palette import IGNORE_INDEX, VOC_PALETTE
 from wsss.data.prepare import KIND, MASKS_DIR
 from wsss.errors import UserError
-from wsss.runtime import LOG
+from wsss.process import LOG
 
 STAGE = "data_prepare_coco"
 SPLITS = {"train": "train2014", "val": "val2014"}

@@ -1,7 +1,7 @@
 """Writing a prepared dataset folder from a source other than VOC (COCO 2014, a folder of the user's images).
 
 Such a folder has the layout of :mod:`wsss.data.prepare`, plus ``images.json``: ``{id: path relative to the
-manifest's image_root}``, so :class:`wsss.data.dataset.PreparedData` finds every image without a naming rule.
+manifest's image_root}``, so :class:`wsss.data.prepared.PreparedData` finds every image without a naming rule.
 All masks are written by wsss into ``DATA/masks/{id}.png`` (palette PNG, 0 background, 1..C, 255 ignore).
 
 Masks are built by jobs (one per image) that run here or on joblib worker processes, with a progress bar on a
@@ -18,7 +18,7 @@ from wsss.artifacts import Manifest, OutputDir, write_json_atomic
 from wsss.data.palette import read_label_png, write_label_png
 from wsss.data.prepare import IMAGES_FILE, LABELS_FILE, MASKS_DIR, SPLITS_DIR, palette_to_hex
 from wsss.data.voc import classes_present
-from wsss.runtime import LOG
+from wsss.process import LOG
 
 
 def default_workers() -> int:

@@ -30,7 +30,7 @@ from wsss.data.palette import IGNORE_INDEX, VOC_PALETTE, read_label_png
 from wsss.data.prepare import KIND, MASKS_DIR
 from wsss.data.voc import read_id_list
 from wsss.errors import UserError
-from wsss.runtime import LOG
+from wsss.process import LOG
 
 STAGE = "data_prepare_folder"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

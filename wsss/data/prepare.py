@@ -30,7 +30,7 @@ from wsss.data.palette import VOC_PALETTE, read_label_png, write_label_png
 from wsss.data.voc import (classes_present, find_sbd_root, find_voc_root, image_file, read_sbd_mat, read_voc_mask,
                            sbd_split_lists, voc_split_lists)
 from wsss.errors import UserError
-from wsss.runtime import LOG
+from wsss.process import LOG
 
 KIND, STAGE = "dataset", "data_prepare"
 SPLITS_DIR, MASKS_DIR, LABELS_FILE = "splits", "masks", "labels.json"

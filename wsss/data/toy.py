@@ -29,17 +29,16 @@ So ``train_aug = VOC train + SBD train + SBD val - VOC val`` has exactly ``T + E
 val) are VOC val images that must be left out, and VOC-train ids in SBD carry an SBD mask that differs from the
 VOC one (SBD's is one pixel coarser and has no 255 band), so "VOC's mask wins" is observable.
 
-Images: a smooth background of muted colours with grain; 1 to 3 objects, each a grey textured elliptical body (the same
-look for every class) carrying a small part whose colour and pattern identify the class. A classifier can only
-tell classes apart by the part, so its CAMs cover the part and miss most of the body, as on real photos.
-Every one of the 20 VOC classes appears, cycled through a seeded permutation.
+Images: what :mod:`wsss.data.toy_world` draws (a dark background; bright near-grey bodies, each carrying a
+part whose saturated colour identifies its class). ``classes`` of the 20 VOC classes are drawn (5 by default,
+each about equally often, their part colours evenly round the hue wheel); the prepared dataset keeps the 20 VOC
+classes, the others simply never occur.
 
 Example:
     >>> write_toy("toy", n_train=200, n_val=50, size=112, seed=0)   # a few seconds
 """
 from __future__ import annotations
 
-import colorsys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,23 +51,8 @@ from scipy import ndimage
 
 from wsss.data.classes import VOC_CLASSES
 from wsss.data.palette import IGNORE_INDEX, write_label_png
+from wsss.data.toy_world import DRAW_ORDER, NUM_CLASSES, ToyObject, _ClassCycle, _draw_image, _label_maps
 from wsss.errors import UserError
-
-NUM_CLASSES = len(VOC_CLASSES)
-
-
-@dataclass(frozen=True)
-class ToyObject:
-    """One drawn object: 0-based class, body ellipse (centre, radii) and part disc (centre, radius), in pixels."""
-
-    cls: int
-    cy: float
-    cx: float
-    ry: float
-    rx: float
-    py: float
-    px: float
-    pr: float
 
 
 @dataclass(frozen=True)
@@ -82,7 +66,8 @@ class ToySplits:
     sbd_only: tuple
 
 
-def write_toy(root: Path, n_train: int = 200, n_val: int = 50, size: int = 112, seed: int = 0) -> ToySplits:
+def write_toy(root: Path, n_train: int = 200, n_val: int = 50, size: int = 112, seed: int = 0,
+              classes: int = 5) -> ToySplits:
     """Write a toy VOC 2012 + SBD tree under ``root`` (see the module docstring for the layout and roles).
 
     Args:
@@ -91,6 +76,7 @@ def write_toy(root: Path, n_train: int = 200, n_val: int = 50, size: int = 112, 
         n_val: number of VOC ``val`` ids (>= 1).
         size: the long side of every image in pixels (>= 32); the short side is 75..100 % of it.
         seed: everything (ids, roles, images) is a function of the arguments.
+        classes: how many of the 20 VOC classes the objects are drawn from (1..20), in ``DRAW_ORDER``.
 
     Returns:
         The ids by role.
@@ -99,6 +85,8 @@ def write_toy(root: Path, n_train: int = 200, n_val: int = 50, size: int = 112, 
         raise UserError(f"toy data: --n-train and --n-val must be >= 1, got {n_train} and {n_val}")
     if size < 32:
         raise UserError(f"toy data: --size must be >= 32 pixels, got {size}")
+    if not 1 <= classes <= NUM_CLASSES:
+        raise UserError(f"toy data: the number of classes must lie in 1..{NUM_CLASSES}, got {classes}")
     rng = np.random.default_rng(seed)
     splits = _assign_roles(rng, n_train, n_val)
     voc, sbd = Path(root) / "VOCdevkit" / "VOC2012", Path(root) / "benchmark_RELEASE" / "dataset"
@@ -109,7 +97,7 @@ def write_toy(root: Path, n_train: int = 200, n_val: int = 50, size: int = 112, 
     in_voc_seg = set(splits.voc_train) | set(splits.voc_val)
     in_sbd = set(splits.sbd_train) | set(splits.sbd_val)
     all_ids = sorted(in_voc_seg | in_sbd)
-    class_cycle = _ClassCycle(rng)
+    class_cycle = _ClassCycle(rng, pool=DRAW_ORDER[:classes])
     for image_id in all_ids:
         image, objects = _draw_image(rng, size, class_cycle)
         _write_one(voc, sbd, image_id, image, objects, image_id in in_voc_seg, image_id in in_sbd)
@@ -142,102 +130,7 @@ def _assign_roles(rng: np.random.Generator, n_train: int, n_val: int) -> ToySpli
     return ToySplits(tuple(train), tuple(val), tuple(sorted(sbd_train)), tuple(sorted(sbd_val)), tuple(extra))
 
 
-class _ClassCycle:
-    """Hands out classes from successive seeded permutations of the 20 (or ``num_classes``), evenly."""
-
-    def __init__(self, rng: np.random.Generator, num_classes: int = NUM_CLASSES):
-        self.rng, self.queue, self.num_classes = rng, [], num_classes
-
-    def take(self, n: int) -> list[int]:
-        out: list[int] = []
-        while len(out) < n:
-            if not self.queue:
-                self.queue = [int(c) for c in self.rng.permutation(self.num_classes)]
-            c = self.queue.pop()
-            if c not in out:
-                out.append(c)
-            else:
-                self.queue.insert(0, c)
-        return out
-
-
-# ---------------------------------------------------------------------------------------------------- drawing
-
-
-def _part_colours() -> np.ndarray:
-    """(20, 3) float: one saturated colour per class, hues spread round the wheel."""
-    hues = (np.arange(NUM_CLASSES) * 7 % NUM_CLASSES) / NUM_CLASSES
-    return np.array([colorsys.hsv_to_rgb(h, 0.9, 0.95) for h in hues]) * 255.0
-
-
-PART_COLOURS = _part_colours()
-
-
-def _draw_image(rng: np.random.Generator, size: int, cycle: _ClassCycle) -> tuple[np.ndarray, list[ToyObject]]:
-    """One image: uint8 (H, W, 3) and its objects (drawn in order, later ones on top)."""
-    short = int(rng.integers(int(0.75 * size), size + 1))
-    h, w = (short, size) if rng.random() < 0.7 else (size, short)
-    low = rng.uniform(40, 230, size=(3, 3, 3))
-    low = 0.5 * low + 0.5 * low.mean(axis=2, keepdims=True)  # muted colours: the saturated parts stand out
-    image = np.asarray(Image.fromarray(low.astype(np.uint8)).resize((w, h), Image.BILINEAR), np.float32)
-    image += rng.normal(0, 6, size=image.shape)
-    objects = _place_objects(rng, h, w, cycle.take(int(rng.integers(1, 4))))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    for obj in objects:
-        body = ((yy - obj.cy) / obj.ry) ** 2 + ((xx - obj.cx) / obj.rx) ** 2 <= 1.0
-        grey = rng.uniform(115, 150) + 18 * np.sin(xx * 0.7 + yy * 0.4 + rng.uniform(0, 6.3))
-        image[body] = (grey[body, None] + rng.normal(0, 8, size=(int(body.sum()), 1))).repeat(3, axis=1)
-        part = (yy - obj.py) ** 2 + (xx - obj.px) ** 2 <= obj.pr ** 2
-        image[part] = _part_texture(obj.cls, yy[part], xx[part])
-    return np.clip(image, 0, 255).astype(np.uint8), objects
-
-
-def _part_texture(cls: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    """(N, 3) colours of a class's part: its colour in one of four patterns (solid, stripes, checker, dots).
-
-    Classes past the 20 colours (the COCO toy's 80) reuse them with the pattern shifted: 80 distinct parts.
-    """
-    colour = PART_COLOURS[cls % NUM_CLASSES]
-    pattern = (cls + cls // NUM_CLASSES) % 4
-    if pattern == 0:
-        on = np.ones(yy.shape, bool)
-    elif pattern == 1:
-        on = (yy.astype(int) // 2) % 2 == 0
-    elif pattern == 2:
-        on = ((yy.astype(int) // 2) + (xx.astype(int) // 2)) % 2 == 0
-    else:
-        on = ((yy.astype(int) % 3) != 0) | ((xx.astype(int) % 3) != 0)
-    return np.where(on[:, None], colour[None, :], 0.35 * colour[None, :])
-
-
-def _place_objects(rng: np.random.Generator, h: int, w: int, classes: list[int]) -> list[ToyObject]:
-    """Ellipses that overlap little (rejection sampling), each with a part disc inside near its rim."""
-    m = min(h, w)
-    objects: list[ToyObject] = []
-    for cls in classes:
-        for _ in range(20):
-            ry, rx = rng.uniform(0.14, 0.26, size=2) * m
-            cy, cx = rng.uniform(ry, h - ry), rng.uniform(rx, w - rx)
-            if all(np.hypot(cy - o.cy, cx - o.cx) > 0.8 * (max(ry, rx) + max(o.ry, o.rx)) for o in objects):
-                break
-        angle = rng.uniform(0, 2 * np.pi)
-        pr = max(2.0, 0.38 * min(ry, rx))
-        py, px = cy + 0.55 * ry * np.sin(angle), cx + 0.55 * rx * np.cos(angle)
-        objects.append(ToyObject(cls, cy, cx, ry, rx, py, px, pr))
-    return objects
-
-
-def _label_maps(h: int, w: int, objects: list[ToyObject]) -> tuple[np.ndarray, np.ndarray]:
-    """(class map 0..20, instance map 0..n), both uint8 (H, W), later objects on top."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    classes = np.zeros((h, w), np.uint8)
-    instances = np.zeros((h, w), np.uint8)
-    for n, obj in enumerate(objects, start=1):
-        body = ((yy - obj.cy) / obj.ry) ** 2 + ((xx - obj.cx) / obj.rx) ** 2 <= 1.0
-        shape = body | ((yy - obj.py) ** 2 + (xx - obj.px) ** 2 <= obj.pr ** 2)
-        classes[shape] = obj.cls + 1
-        instances[shape] = n
-    return classes, instances
+# ---------------------------------------------------------------------------------------------------- masks
 
 
 def _with_band(labels: np.ndarray, radius: int) -> np.ndarray:

@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from wsss.data.classes import COCO_CATEGORY_IDS, COCO_CLASSES
-from wsss.data.toy import ToyObject, _ClassCycle, _draw_image, _label_maps, _part_texture
+from wsss.data.toy_world import ToyObject, _ClassCycle, _draw_image, _label_maps, _part_texture
 from wsss.errors import UserError
 
 SPLIT_FOLDERS = {"train": "train2014", "val": "val2014"}

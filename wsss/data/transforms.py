@@ -5,6 +5,9 @@ normalise (image only) -> random crop with padding. Images resize bicubic, masks
 "nearest-exact", as PIL does). The padded crop fills
 the image with 0 after normalisation (the mean colour; PSA ``train_cls``, SEAM) or, with ``crop_pad="black"``,
 with raw black (PSA ``train_aff`` crops before normalising), and the masks with 255 (ignore).
+The random resize may also draw one factor of a list (``scale_choices``) or the short side (``short_side_range``);
+``interpolation="bilinear"`` resizes images bilinearly without antialiasing (as cv2 ``INTER_LINEAR``), and
+``pad_side="bottom_right"`` pastes a side shorter than the crop at 0 (deeplab-pytorch pads bottom and right only).
 
 The presets give the published recipes:
 
@@ -13,6 +16,8 @@ The presets give the published recipes:
 ``seam``           long side uniform in [448, 768], flip, jitter, crop 448 (SEAM train)
 ``psa_aff``        flip, jitter, crop 448 padded with raw black, no rescaling (PSA/SEAM train_aff)
 ``single_stage``   RandomResizedCrop(321, area scale 0.9..1.0, aspect 3/4..4/3), flip, jitter (1-stage-wseg)
+``deeplab``        one factor of {0.5, 0.75, 1, 1.25, 1.5} (bilinear), flip, crop 321 padded bottom/right
+                   (deeplab-pytorch ``voc12.yaml``, the base of retraining on pseudo labels)
 =================  ==========================================================================================
 
 Example:
@@ -36,6 +41,8 @@ from torchvision.transforms.v2 import functional as F
 from wsss.data.palette import IGNORE_INDEX
 
 JITTER = (0.3, 0.3, 0.3, 0.1)  # brightness, contrast, saturation, hue: the same in every reference recipe
+DEEPLAB_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5)  # deeplab-pytorch voc12.yaml
+INTERPOLATIONS = {"bicubic": (InterpolationMode.BICUBIC, True), "bilinear": (InterpolationMode.BILINEAR, False)}
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,8 @@ class JointTransformConfig:
 
     Attributes:
         long_side_range: (min, max) pixels; the long side becomes a uniform random integer in [min, max].
+        scale_range: (min, max); both sides are scaled by a factor uniform in [min, max), rounded (IRN's
+            ``random_scale``), or None.
         resized_crop: output side of a random resized crop (square), or None.
         resized_crop_scale: area fraction range of that crop.
         resized_crop_ratio: aspect-ratio range of that crop.
@@ -51,9 +60,14 @@ class JointTransformConfig:
         jitter: (brightness, contrast, saturation, hue) for a colour jitter in random order, or None.
         crop: side of a random square crop with padding (window when larger, random paste when smaller), or None.
         crop_pad: "zero" (0 after normalisation) or "black" (raw black, normalised) for the image padding.
+        scale_choices: factors, one drawn uniformly; the image becomes (int(H s), int(W s)) (deeplab-pytorch).
+        short_side_range: (min, max) pixels; the short side becomes a uniform random integer in [min, max].
+        interpolation: "bicubic" (antialiased) or "bilinear" (not antialiased) for the random resizes.
+        pad_side: where a side shorter than the crop is padded: "random" (random paste) or "bottom_right".
     """
 
     long_side_range: Optional[tuple] = None
+    scale_range: Optional[tuple] = None
     resized_crop: Optional[int] = None
     resized_crop_scale: tuple = (0.9, 1.0)
     resized_crop_ratio: tuple = (3 / 4, 4 / 3)
@@ -61,14 +75,19 @@ class JointTransformConfig:
     jitter: Optional[tuple] = None
     crop: Optional[int] = None
     crop_pad: str = "zero"
+    scale_choices: Optional[tuple] = None
+    short_side_range: Optional[tuple] = None
+    interpolation: str = "bicubic"
+    pad_side: str = "random"
 
     def __post_init__(self) -> None:
+        self._check_more_resizes()
         if self.long_side_range is not None:
             lo, hi = self.long_side_range
             if not 1 <= lo <= hi:
                 raise ValueError(f"long_side_range must be 1 <= min <= max, got {self.long_side_range}")
-        if self.long_side_range is not None and self.resized_crop is not None:
-            raise ValueError("long_side_range and resized_crop are two alternative resizes; give one")
+        if self.scale_range is not None and not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ValueError(f"scale_range must be 0 < min <= max, got {self.scale_range}")
         for name in ("resized_crop", "crop"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -79,6 +98,20 @@ class JointTransformConfig:
             raise ValueError(f"jitter needs (brightness, contrast, saturation, hue), got {self.jitter}")
         if self.jitter is not None and min(self.jitter) < 0:
             raise ValueError(f"jitter values must be >= 0, got {self.jitter}")
+
+    def _check_more_resizes(self) -> None:
+        if self.scale_choices is not None and (not self.scale_choices or min(self.scale_choices) <= 0):
+            raise ValueError(f"scale_choices must be factors > 0, got {self.scale_choices}")
+        if self.short_side_range is not None and not 1 <= self.short_side_range[0] <= self.short_side_range[1]:
+            raise ValueError(f"short_side_range must be 1 <= min <= max, got {self.short_side_range}")
+        given = [n for n in ("long_side_range", "scale_range", "resized_crop", "scale_choices", "short_side_range")
+                 if getattr(self, n, None) is not None]
+        if len(given) > 1:
+            raise ValueError(f"{' and '.join(given)} are alternative resizes; give one")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
+        if self.pad_side not in ("random", "bottom_right"):
+            raise ValueError(f"pad_side must be 'random' or 'bottom_right', got {self.pad_side!r}")
 
     @classmethod
     def psa_cls(cls, crop: int = 448) -> "JointTransformConfig":
@@ -95,6 +128,11 @@ class JointTransformConfig:
     @classmethod
     def single_stage(cls, crop: int = 321, scale: tuple = (0.9, 1.0)) -> "JointTransformConfig":
         return cls(resized_crop=crop, resized_crop_scale=tuple(scale), flip=True, jitter=JITTER)
+
+    @classmethod
+    def deeplab(cls, crop: int = 321, scales: tuple = DEEPLAB_SCALES) -> "JointTransformConfig":
+        return cls(scale_choices=tuple(scales), interpolation="bilinear", flip=True, crop=crop,
+                   pad_side="bottom_right")
 
 
 class JointTransform:
@@ -154,11 +192,10 @@ class JointTransform:
 
     def _resize(self, img: torch.Tensor, ms: dict) -> tuple[torch.Tensor, dict]:
         c = self.config
-        h, w = img.shape[-2:]
-        if c.long_side_range is not None:
-            target = int(torch.randint(c.long_side_range[0], c.long_side_range[1] + 1, ()))
-            size = [target, round(w * target / h)] if w < h else [round(h * target / w), target]
-            img = F.resize(img, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
+        size = self._drawn_size(*img.shape[-2:])
+        if size is not None:
+            mode, antialias = INTERPOLATIONS[c.interpolation]
+            img = F.resize(img, size, interpolation=mode, antialias=antialias)
             ms = {k: F.resize(m, size, interpolation=InterpolationMode.NEAREST_EXACT) for k, m in ms.items()}
         elif c.resized_crop is not None:
             top, left, ch, cw = RandomResizedCrop.get_params(img, list(c.resized_crop_scale),
@@ -170,6 +207,23 @@ class JointTransform:
                   for k, m in ms.items()}
         return img, ms
 
+    def _drawn_size(self, h: int, w: int) -> Optional[list]:
+        """(h, w) after the random resize (long side, scale range, scale choice or short side), or None."""
+        c = self.config
+        if c.long_side_range is not None:
+            target = int(torch.randint(c.long_side_range[0], c.long_side_range[1] + 1, ()))
+            return [target, round(w * target / h)] if w < h else [round(h * target / w), target]
+        if c.scale_range is not None:
+            factor = c.scale_range[0] + (c.scale_range[1] - c.scale_range[0]) * float(torch.rand(()))
+            return [max(1, round(h * factor)), max(1, round(w * factor))]
+        if c.scale_choices is not None:
+            s = c.scale_choices[int(torch.randint(len(c.scale_choices), ()))]
+            return [max(1, int(h * s)), max(1, int(w * s))]
+        if c.short_side_range is not None:
+            target = int(torch.randint(int(c.short_side_range[0]), int(c.short_side_range[1]) + 1, ()))
+            return [target, round(w * target / h)] if h <= w else [round(h * target / w), target]
+        return None
+
     def _normalise(self, img: torch.Tensor) -> torch.Tensor:
         if self.normalization is None:
             return img.to(torch.float32)
@@ -179,7 +233,8 @@ class JointTransform:
     def _pad_crop(self, img: torch.Tensor, ms: dict, size: int) -> tuple[torch.Tensor, dict]:
         """A size x size window: a random part of a longer side, a random paste position for a shorter one."""
         h, w = img.shape[-2:]
-        (src_y, dst_y, n_y), (src_x, dst_x, n_x) = _crop_offsets(h, size), _crop_offsets(w, size)
+        at_0 = self.config.pad_side == "bottom_right"
+        (src_y, dst_y, n_y), (src_x, dst_x, n_x) = _crop_offsets(h, size, at_0), _crop_offsets(w, size, at_0)
         out = self.image_pad.view(3, 1, 1).expand(3, size, size).clone()
         out[:, dst_y:dst_y + n_y, dst_x:dst_x + n_x] = img[:, src_y:src_y + n_y, src_x:src_x + n_x]
         cropped = {}
@@ -190,9 +245,10 @@ class JointTransform:
         return out, cropped
 
 
-def _crop_offsets(length: int, size: int) -> tuple[int, int, int]:
-    """(source start, destination start, count) along one axis of a padded random crop."""
+def _crop_offsets(length: int, size: int, at_0: bool = False) -> tuple[int, int, int]:
+    """(source start, destination start, count) along one axis of a padded random crop; with ``at_0`` a shorter
+    side is pasted at 0 (padded after it only)."""
     space = length - size
     if space > 0:
         return int(torch.randint(0, space + 1, ())), 0, size
-    return 0, int(torch.randint(0, -space + 1, ())), length
+    return 0, 0 if at_0 else int(torch.randint(0, -space + 1, ())), length

@@ -14,6 +14,8 @@ class TrainConfig:
 
     ``max_iters`` (if set) replaces ``epochs * iterations per epoch`` as the length of the run (and of the poly
     schedule). ``psa_momentum_quirk`` reproduces PSA/SEAM's SGD whose momentum is the weight decay value.
+    An iteration is one update of ``accum_steps`` forward batches (deeplab-pytorch's 5 x 2); the poly rate is
+    recomputed every ``poly_every`` iterations (deeplab-pytorch: 10).
     """
 
     out: Optional[Path] = option(None, "Output folder (the run).", required=True)
@@ -24,7 +26,10 @@ class TrainConfig:
     psa_momentum_quirk: bool = option(False, "Reproduce PSA/SEAM's SGD momentum = weight decay (the published "
                                              "recipes) or use the momentum value.")
     poly_power: float = 0.9
+    poly_every: int = 1
     batch_size: int = option(16, "GLOBAL batch size (split across processes under torchrun).", type="count")
+    accum_steps: int = option(1, "Forward batches per update (gradient accumulation; an update sees "
+                                 "batch-size x accum-steps samples).", type="count")
     epochs: int = option(1, "Training epochs.", type="count")
     max_iters: Optional[int] = option(None, "Stop after this many iterations (replaces epochs for the LR schedule "
                                             "too).", type="count")
@@ -43,7 +48,7 @@ class TrainConfig:
     def __post_init__(self):
         from wsss.errors import UserError
 
-        for name in ("batch_size", "epochs"):
+        for name in ("batch_size", "epochs", "accum_steps", "poly_every"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.max_iters is not None and self.max_iters < 1:

@@ -10,7 +10,7 @@ from wsss.engine.distributed import barrier, init_distributed, open_output
 from wsss.engine.hooks import Validation
 from wsss.engine.trainer import Trainer
 from wsss.errors import UserError
-from wsss.runtime import LOG, setup
+from wsss.process import LOG, setup
 
 
 def fit(cfg: TrainConfig, *, stage: str, build: Callable[[], tuple], model_name: str, model_kwargs: dict,

@@ -10,7 +10,7 @@ import torch
 
 from wsss.engine.distributed import barrier
 from wsss.engine.schedule import set_learning_rates
-from wsss.runtime import LOG
+from wsss.process import LOG
 
 if TYPE_CHECKING:
     from wsss.engine.trainer import Trainer
@@ -38,11 +38,13 @@ class Hook:
 
 
 class LRSchedule(Hook):
-    """Poly schedule over the whole run, per group ``initial_lr * (1 - it / max_it) ** power``."""
+    """Poly schedule over the whole run, per group ``initial_lr * (1 - it / max_it) ** power``, ``it`` rounded down
+    to a multiple of ``poly_every``."""
 
     def before_step(self) -> None:
         t = self.trainer
-        t.state.lr = set_learning_rates(t.optimizer, t.state.iteration, t.state.max_iters, t.cfg.poly_power)
+        t.state.lr = set_learning_rates(t.optimizer, t.state.iteration, t.state.max_iters, t.cfg.poly_power,
+                                        every=t.cfg.poly_every)
 
 
 class Checkpointer(Hook):
@@ -145,7 +147,8 @@ class Logger(Hook):
         if not t.dist.is_main:
             return
         st = t.state
-        rate = (st.iteration - self.it0) * t.cfg.batch_size / max(time.perf_counter() - self.t0, 1e-9)
+        rate = ((st.iteration - self.it0) * t.cfg.batch_size * t.cfg.accum_steps
+                / max(time.perf_counter() - self.t0, 1e-9))
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{st.losses['loss']:.4f}", img_s=f"{rate:.1f}")

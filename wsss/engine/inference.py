@@ -20,7 +20,7 @@ from wsss.artifacts.items import FORMATS
 from wsss.config import identity, option, runtime
 from wsss.engine.distributed import DistInfo, barrier, init_distributed, open_output, shard
 from wsss.errors import UserError
-from wsss.runtime import LOG, setup
+from wsss.process import LOG, setup
 
 
 def write_items(out: OutputDir, ids: list, dist: DistInfo, compute: Callable[[list], Iterable[tuple[str, Any]]],
@@ -141,7 +141,7 @@ class InferenceStage:
 
     def run(self, cfg) -> Manifest:
         """Write one item per id of ``cfg.split`` into ``cfg.out``; returns the artifact's manifest."""
-        from wsss.data.dataset import open_dataset
+        from wsss.data.prepared import open_dataset
 
         missing = [f"--{name}" for name in self.required if getattr(cfg, name) is None]
         if missing:

@@ -46,8 +46,13 @@ def build_optimizer(param_groups: Iterable[dict], *, name: str, lr: float, weigh
     raise ValueError(f"unknown optimizer {name!r} (expected sgd or adam)")
 
 
-def set_learning_rates(optimizer: torch.optim.Optimizer, step: int, max_step: int, power: float) -> float:
-    """Set every group's rate for ``step``; returns the rate of the first group (for logging)."""
+def set_learning_rates(optimizer: torch.optim.Optimizer, step: int, max_step: int, power: float,
+                       every: int = 1) -> float:
+    """Set every group's rate for ``step`` rounded down to a multiple of ``every`` (deeplab-pytorch recomputes the
+    rate every 10 updates); returns the rate of the first group (for logging)."""
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    step = step // every * every
     for g in optimizer.param_groups:
         g["lr"] = poly_lr(g["initial_lr"], step, max_step, power)
     return optimizer.param_groups[0]["lr"]

@@ -5,10 +5,11 @@ What a stage declares (class attributes and small methods of a :class:`TrainingS
 - ``name`` (the stage name in manifests and recipes) and ``config`` (its frozen config dataclass, a
   :class:`TrainStageConfig`, whose defaults are the method's published recipe);
 - ``network`` (the registry name; :meth:`network_name` may take it from the config) and :meth:`network_kwargs`;
-- :meth:`train_module` (the loss, a :class:`~wsss.engine.module.TrainModule`);
+- :meth:`train_module` (the loss, a :class:`~wsss.models.train_module.TrainModule`);
 - :meth:`dataset` (the augmentation recipe is the config's ``transform_recipe()``, checked when it is built);
-- optionally :meth:`validator` (a validation metric; ``score`` selects the best checkpoint), :meth:`check_inputs`
-  and :meth:`input_artifacts` (artifact folders the stage reads, recorded in the manifest).
+- optionally :meth:`validator` (a validation metric; ``score`` selects the best checkpoint), :meth:`hooks` (its
+  own engine hooks), :meth:`check_inputs`, :meth:`input_artifacts` (artifact folders the stage reads, recorded in
+  the manifest).
 
 What the engine owns (:meth:`TrainingStage.run`): required options, the dataset and its splits, the init weights
 (checked, loaded into the backbone, recorded), building the network from the registry once, the transform with
@@ -33,7 +34,7 @@ from wsss.config import option
 from wsss.engine.config import TrainConfig
 from wsss.engine.fit import fit
 from wsss.engine.hooks import Hook, Validation
-from wsss.engine.module import TrainModule
+from wsss.models.train_module import TrainModule
 from wsss.errors import UserError
 
 
@@ -79,13 +80,17 @@ class TrainingStage:
         raise NotImplementedError(f"{type(self).__name__} must define train_module(network, cfg)")
 
     def dataset(self, cfg, data, transform):
-        from wsss.data.datasets import ClassificationDataset
+        from wsss.data.torch_datasets import ClassificationDataset
 
         return ClassificationDataset(data, cfg.split, transform=transform)
 
     def validator(self, cfg, data, module: TrainModule):
         """``network -> dict`` of metrics, or None for no validation."""
         return None
+
+    def hooks(self, cfg, data, module: TrainModule) -> list[Hook]:
+        """The stage's own engine hooks (e.g. a pass over the data after training, before ``final.pt``)."""
+        return []
 
     def check_inputs(self, cfg, data) -> None:
         """Refuse bad inputs before anything is written (the split exists, input artifacts cover it...)."""
@@ -104,7 +109,7 @@ class TrainingStage:
     # --------------------------------------------------------------------------------------- what the engine does
     def run(self, cfg) -> Manifest:
         """Train into ``cfg.out``; returns the run's ``checkpoint`` manifest."""
-        from wsss.data.dataset import open_dataset
+        from wsss.data.prepared import open_dataset
 
         if cfg.data is None:
             raise UserError("--data is required")
@@ -138,4 +143,4 @@ class TrainingStage:
         dataset = self.dataset(cfg, data, JointTransform(cfg.transform_recipe(), network.normalization))
         validate = self.validator(cfg, data, module)
         hooks: list[Hook] = [Validation(validate)] if validate is not None else []
-        return module, dataset, hooks
+        return module, dataset, hooks + self.hooks(cfg, data, module)

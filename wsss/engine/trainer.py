@@ -12,6 +12,7 @@ resume.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Optional, Sequence
@@ -26,7 +27,7 @@ from wsss.engine.distributed import DistInfo, any_true
 from wsss.engine.sampling import EpochBatchSampler, SeededDataset
 from wsss.engine.schedule import build_optimizer
 from wsss.errors import UserError
-from wsss.runtime import LOG
+from wsss.process import LOG
 
 
 @dataclasses.dataclass
@@ -59,7 +60,10 @@ class Trainer:
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=cfg.workers,
                                  collate_fn=collate_fn, pin_memory=device.type == "cuda",
                                  generator=torch.Generator().manual_seed(cfg.seed))  # not the global RNG
-        self.state = TrainState(iters_per_epoch=self.sampler.batches_per_epoch)
+        self.state = TrainState(iters_per_epoch=self.sampler.batches_per_epoch // cfg.accum_steps)
+        if self.state.iters_per_epoch < 1:
+            raise UserError(f"--accum-steps {cfg.accum_steps}: {len(dataset)} training samples are fewer than one "
+                            f"update of {cfg.accum_steps} batches of {cfg.batch_size}")
         self.state.max_iters = cfg.max_iters or cfg.epochs * self.state.iters_per_epoch
         self.optimizer = build_optimizer(module.param_groups(cfg.lr, cfg.weight_decay), name=cfg.optimizer,
                                          lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
@@ -122,7 +126,8 @@ class Trainer:
     def _to_device(self, batch: dict) -> dict:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
-    def run_step(self, batch: dict) -> dict:
+    def _forward(self, batch: dict) -> dict:
+        """The module's losses on one forward batch; a non-finite loss stops the run (UserError)."""
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.amp or "")
         with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             losses = self.model(self._to_device(batch))
@@ -132,11 +137,29 @@ class Trainer:
             kept = f"; the last good checkpoint is {last}" if last.exists() else "; no checkpoint was written yet"
             raise UserError(f"loss is {loss.item()} at iteration {self.state.iteration} "
                             f"(epoch {self.state.epoch}): training stopped{kept}")
+        return losses
+
+    def run_step(self, batch) -> dict:
+        """One update from ``batch`` (a dict) or a list of ``accum_steps`` forward batches: each loss is divided by
+        their number and the gradients add up (under DDP they are averaged across processes on the last one only).
+
+        Returns the logged scalars, averaged over the forward batches.
+        """
+        micro = batch if isinstance(batch, list) else [batch]
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        logged: dict = {}
+        for i, one in enumerate(micro):
+            defer = self.dist.enabled and i < len(micro) - 1
+            with self.model.no_sync() if defer else contextlib.nullcontext():
+                losses = self._forward(one)
+                loss = losses["loss"] if len(micro) == 1 else losses["loss"] / len(micro)
+                self.scaler.scale(loss).backward()
+            for k, v in losses.items():
+                if torch.is_tensor(v) and v.numel() == 1:
+                    logged[k] = logged.get(k, 0.0) + float(v.detach()) / len(micro)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {k: float(v.detach()) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
+        return logged
 
     def train(self) -> Path:
         st = self.state
@@ -145,14 +168,19 @@ class Trainer:
             h.before_train()
         while st.iteration < st.max_iters:
             st.epoch, start = divmod(st.iteration, st.iters_per_epoch)
-            self.sampler.set_epoch(st.epoch, start)
+            self.sampler.set_epoch(st.epoch, start * self.cfg.accum_steps)
             self.dataset.epoch = st.epoch
             if hasattr(self.module, "set_epoch"):
                 self.module.set_epoch(st.epoch)
+            group: list = []
             for batch in self.loader:
+                group.append(batch)
+                if len(group) < self.cfg.accum_steps:
+                    continue
                 for h in self.hooks:
                     h.before_step()
-                st.losses = self.run_step(batch)
+                st.losses = self.run_step(group if len(group) > 1 else batch)
+                group = []
                 st.iteration += 1
                 for h in self.hooks:
                     h.after_step(batch)

@@ -31,6 +31,8 @@ from wsss.models.registry import register_model
 CAM_BACKBONES = ("wideresnet38", "vgg16", "resnet50", "resnet101", "tiny")
 # backbone -> activation of forward_cam in the reference
 _SQRT_CAM = ("vgg16",)
+# SEAM's PCM layers: a file that has them is no PSA classifier, and no class count is read from it
+_OTHER_HEADS = ("f8_3", "f8_4", "f9")
 
 
 @register_model("cam", backbones=CAM_BACKBONES, released={"wideresnet38": "res38_cls.pth"})
@@ -73,9 +75,11 @@ class CamNet(BackboneNetwork):
 
     @classmethod
     def original_model_kwargs(cls, state_dict: dict) -> dict:
-        """``backbone`` from the key names and ``num_classes`` from ``fc8.weight`` of a flat original file."""
+        """``backbone`` from the key names and ``num_classes`` from ``fc8.weight`` of a flat original file, unless the
+        file has other heads (SEAM's ``f8_3``/``f8_4``/``f9``): such a file then fails on its unexpected and
+        mis-shaped keys rather than on an implied class count."""
         kwargs = super().original_model_kwargs(state_dict)
-        if "fc8.weight" in state_dict:
+        if "fc8.weight" in state_dict and not any(k.split(".")[0] in _OTHER_HEADS for k in state_dict):
             kwargs["num_classes"] = int(state_dict["fc8.weight"].shape[0])
         return kwargs
 

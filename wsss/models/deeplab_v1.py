@@ -17,7 +17,7 @@ input size with align_corners False (the reference does it in its training scrip
 ``bn_mode`` (default: the reference of the head):
 
 * ``"as_reference"`` (sscb): SEAM's retraining never calls ``net.train()``, so psa's BN freezing never runs: every
-  BN uses batch statistics in training (momentum 3e-4 in the backbone), BN affine is never stepped (in no
+  BN uses batch statistics in training (momentum 3e-4, head included), BN affine is never stepped (in no
   learning-rate group), and no block is frozen (``conv1a`` trains). The statistics depend on the per-GPU batch.
 * ``"frozen"`` (psa / MCTformer): backbone BN in eval mode with its ImageNet statistics, no gradient, and
   ``conv1a`` frozen (what psa's ``resnet38d.train()`` override does); head BN (sscb head only) trains normally.
@@ -74,7 +74,7 @@ def _psa_head(cin: int, num_classes: int) -> dict[str, nn.Module]:
 
 
 @register_model("deeplabv1_resnet38", backbones=("wideresnet38", "tiny"),
-                released={"wideresnet38": "deeplabv1_resnet38_VOCDataset_itr20000_all_64.754.pth"})
+                released={"wideresnet38": "deeplabv1_resnet38_VOCDataset_itr20000_all_64.754.pth"}, family="seg")
 class DeepLabV1(BackboneNetwork):
     """DeepLab-v1 (LargeFOV-style head, dilation 12) on WideResNet-38: SEAM's retrain or the PSA-lineage head.
 
@@ -112,13 +112,14 @@ class DeepLabV1(BackboneNetwork):
             self._sscb_batch_norm()
 
     def _sscb_batch_norm(self) -> None:
-        """Batch statistics in training, affine never stepped, backbone BN momentum 3e-4 (sscb ``resnet38d``)."""
-        for name, m in self.named_modules():
+        """Batch statistics in training, affine never stepped, BN momentum 3e-4 everywhere: the backbone's
+        (sscb ``resnet38d``) and the head's ``bn_fov``/``bn_fov2`` (sscb ``deeplabv1`` builds them with
+        ``cfg.TRAIN_BN_MOM`` = 0.0003 in ``seamv1-pseudovoc``)."""
+        for m in self.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.weight.requires_grad_(False)
                 m.bias.requires_grad_(False)
-                if name.startswith(BACKBONE_PREFIX):
-                    m.momentum = SSCB_BN_MOMENTUM
+                m.momentum = SSCB_BN_MOMENTUM
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: (B, 3, H, W) normalised RGB -> ``{"logits": (B, C, H, W)}``."""

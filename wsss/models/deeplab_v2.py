@@ -32,7 +32,7 @@ from wsss.errors import UserError
 from wsss.models.network import BACKBONE_PREFIX, BackboneNetwork
 from wsss.models.registry import register_model
 from wsss.models.resnet_caffe import RESNET101_BLOCKS
-from wsss.runtime import LOG
+from wsss.process import LOG
 
 ASPP_RATES = (6, 12, 18, 24)
 MSC_SCALES = (0.5, 0.75)
@@ -107,7 +107,7 @@ def strip_base_prefix(state_dict: dict, source: str = "state_dict") -> dict:
 
 
 @register_model("deeplabv2_resnet101", backbones=("resnet101_caffe", "tiny"),
-                released={"resnet101_caffe": "deeplabv2_resnet101_msc-vocaug-20000.pth"})
+                released={"resnet101_caffe": "deeplabv2_resnet101_msc-vocaug-20000.pth"}, family="seg")
 class DeepLabV2(BackboneNetwork):
     """DeepLab-v2 ResNet-101 with ASPP and MSC (deeplab-pytorch ``DeepLabV2_ResNet101_MSC``).
 

@@ -42,7 +42,7 @@ def check_init_weights(name: str, allow_pixel_supervised: bool = False) -> None:
                         f"or pass --allow-pixel-supervised-init")
 
 
-@register_model("deeplabv3_resnet101")
+@register_model("deeplabv3_resnet101", family="seg")
 class DeepLabV3ResNet101(nn.Module):
     """torchvision DeepLabV3-ResNet101 (output stride 8, ASPP 12/24/36), torchvision's keys.
 

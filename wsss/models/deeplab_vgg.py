@@ -29,7 +29,7 @@ LARGEFOV_DILATION = 12
 FC8_INIT_STD = 0.01
 
 
-@register_model("deeplab_largefov_vgg16", backbones=("vgg16",))
+@register_model("deeplab_largefov_vgg16", backbones=("vgg16",), family="seg")
 class DeepLabLargeFOV(BackboneNetwork):
     """DeepLab-LargeFOV (v1) on the dilated VGG16: fc6 dilation 12, pool5/pool5a, fc8 head.
 

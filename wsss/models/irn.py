@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.engine.module import TrainModule
+from wsss.models.train_module import TrainModule
 from wsss.errors import UserError
 from wsss.models.irn_cam import (RESNET_PREFIX, check_reference_backbone, export_reference, import_reference,
                                  keep_bn_statistics, reference_aliases)

@@ -106,6 +106,7 @@ class IrnCamNet(BackboneNetwork):
     """
 
     new_modules = ("classifier",)
+    cam_fusion = "irn"  # `cam infer` fuses its scales as IRN's make_cam does, and keeps the stride-4 CAM
     backbone_defaults = {"resnet50": {"output_stride": 16, "dilate": False, "freeze_bn": False,
                                       "frozen": ("conv1", "bn1", "layer1", "layer2")}}
     fixed_bn_backbones = ("resnet50",)

@@ -45,12 +45,20 @@ class BackboneNetwork(nn.Module):
     Subclasses set ``new_modules`` (from-scratch layer names, which get the 10x/20x learning rates) and
     ``head_modules`` (top-level names that are not part of the backbone in the original flat layout; by default
     the same as ``new_modules``), and ``backbone_defaults`` (per backbone name, keyword arguments the reference
-    builds that backbone with, e.g. ``{"vgg16": {"fc6_dilation": 4}}``).
+    builds that backbone with, e.g. ``{"vgg16": {"fc6_dilation": 4}}``), and ``recipes`` (per stage name, per
+    backbone name, the method's published settings of that stage, which the stage layers over its own per-backbone
+    defaults, e.g. ``{"single_train": {"wideresnet38": {"epochs": 31}}}``).
     """
 
     new_modules: tuple = ()
     head_modules: Optional[tuple] = None
     backbone_defaults: dict = {}
+    recipes: dict = {}
+
+    @classmethod
+    def stage_recipe(cls, stage: str, backbone: str) -> dict:
+        """The network's own settings of ``stage`` on ``backbone`` (a copy; empty when it declares none)."""
+        return dict(cls.recipes.get(stage, {}).get(backbone, {}))
 
     def __init__(self, *, backbone: str, backbone_kwargs: Optional[dict] = None):
         super().__init__()

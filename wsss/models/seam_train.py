@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from wsss.engine.module import TrainModule
+from wsss.models.train_module import TrainModule
 from wsss.models.single_stage import denormalize, overlay
 from wsss.ops.seam import ecr_loss, er_loss, max_norm, rvmin_loss, with_background
 

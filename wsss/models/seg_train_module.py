@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from wsss.engine.module import TrainModule
+from wsss.models.train_module import TrainModule
 from wsss.ops.seg_loss import IGNORE, LOSSES, segmentation_loss
 
 AUX_KEY = "aux_logits"

@@ -33,12 +33,14 @@ from torch import nn
 
 from wsss.models.network import BackboneNetwork
 from wsss.models.registry import register_model
+from wsss.models.train_module import TrainModule
 from wsss.models.single_stage_modules import ASPP, ASPP_CHANNELS, SG_PSI, SKIP_CHANNELS, GlobalCueInjection, \
     StochasticGate, conv_bn_relu, mask_head, reference_init
 from wsss.models.single_stage_reference import MODEL_NAMES, OriginalLayout
 from wsss.ops.global_weighted_pooling import FOCAL_LAMBDA, FOCAL_POWER, ngwp_class_scores
 from wsss.ops.pamr import DEFAULT_DILATIONS, DEFAULT_ITERATIONS, PAMR
-from wsss.ops.pseudo_labels import balanced_mask_loss, clean_masks, pseudo_gt_from_masks
+from wsss.ops.pseudo_labels import BG_RATIO as PSEUDO_BG_RATIO, FLOOR as PSEUDO_FLOOR, balanced_mask_loss, \
+    clean_masks, pseudo_gt_from_masks
 
 BACKBONES = ("wideresnet38", "vgg16", "resnet50", "resnet101", "tiny")
 BACKGROUND_LOGIT = 1.0  # the constant background channel of the reference (not learned, not configurable)
@@ -79,6 +81,8 @@ class SingleStageNet(OriginalLayout, BackboneNetwork):
         psi: Stochastic Gate rate (0.3).
         pamr_iterations, pamr_dilations: PAMR settings (10; 1, 2, 4, 8, 12, 24).
         focal_power, focal_lambda: focal mask penalty (3, 0.01).
+        pseudo_floor, pseudo_bg_ratio: pseudo ground truth's lowest threshold and background fraction (0.2, 0.7;
+            WS-FCN's COCO comments: 0.1, 0.8).
     """
 
     reference_model = "ae"
@@ -88,12 +92,14 @@ class SingleStageNet(OriginalLayout, BackboneNetwork):
     def __init__(self, *, backbone: str = "wideresnet38", num_classes: int = 21,
                  backbone_kwargs: Optional[dict] = None, psi: float = SG_PSI,
                  pamr_iterations: int = DEFAULT_ITERATIONS, pamr_dilations: Sequence[int] = DEFAULT_DILATIONS,
-                 focal_power: float = FOCAL_POWER, focal_lambda: float = FOCAL_LAMBDA):
+                 focal_power: float = FOCAL_POWER, focal_lambda: float = FOCAL_LAMBDA,
+                 pseudo_floor: float = PSEUDO_FLOOR, pseudo_bg_ratio: float = PSEUDO_BG_RATIO):
         super().__init__(backbone=backbone, backbone_kwargs=backbone_kwargs)
         if num_classes < 2:
             raise ValueError(f"{MODEL_NAMES[self.reference_model]}: num_classes counts the background and must be "
                              f">= 2, got {num_classes}")
         self.num_classes, self.focal_power, self.focal_lambda = num_classes, focal_power, focal_lambda
+        self.pseudo_floor, self.pseudo_bg_ratio = pseudo_floor, pseudo_bg_ratio
         self.build_decoder(StochasticGate(psi), PAMR(pamr_dilations, pamr_iterations))
 
     def build_decoder(self, gate: StochasticGate, pamr: PAMR) -> None:
@@ -151,7 +157,7 @@ class SingleStageNet(OriginalLayout, BackboneNetwork):
         refined = self.refine(masks.detach(), image if raw_image is None else raw_image, raw_image is None)
         size = image.shape[-2:]
         refined = clean_masks(_resize_as(refined, size), labels)
-        pseudo_gt = pseudo_gt_from_masks(refined)
+        pseudo_gt = pseudo_gt_from_masks(refined, bg_ratio=self.pseudo_bg_ratio, floor=self.pseudo_floor)
         mask_loss = balanced_mask_loss(logits.float(), pseudo_gt, labels.float())
         return {"scores": scores, "masks": clean_masks(_resize_as(masks, size), labels), "refined": refined,
                 "logits": logits, "pseudo_gt": pseudo_gt, "mask_loss": mask_loss,
@@ -223,7 +229,7 @@ def denormalize(image: torch.Tensor, normalization) -> torch.Tensor:
     return rgb.flip(1) if normalization.bgr else rgb
 
 
-class SingleStageTrainModule(nn.Module):
+class SingleStageTrainModule(TrainModule):
     """Network + loss for the engine: ``forward(batch) -> {"loss", "loss_cls", "loss_mask", "fg_mass"}``.
 
     ``loss = loss_cls + mask_loss_weight * loss_mask`` from epoch ``warmup_epochs`` on (the reference's
@@ -236,11 +242,11 @@ class SingleStageTrainModule(nn.Module):
     """
 
     def __init__(self, network: nn.Module, *, warmup_epochs: int = 5, mask_loss_weight: float = 1.0):
-        super().__init__()
+        super().__init__(network)
         if warmup_epochs < 0 or mask_loss_weight < 0:
             raise ValueError(f"warmup_epochs and mask_loss_weight must be >= 0, got {warmup_epochs}, "
                              f"{mask_loss_weight}")
-        self.network, self.warmup_epochs, self.mask_loss_weight = network, warmup_epochs, mask_loss_weight
+        self.warmup_epochs, self.mask_loss_weight = warmup_epochs, mask_loss_weight
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -261,9 +267,6 @@ class SingleStageTrainModule(nn.Module):
             if self.mask_loss_active:
                 loss = loss + self.mask_loss_weight * terms["loss_mask"]
         return {"loss": loss, **terms}
-
-    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        return self.network.param_groups(lr, weight_decay)
 
     @torch.no_grad()
     def visuals(self, batch: dict) -> dict[str, torch.Tensor]:

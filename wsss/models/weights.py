@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from wsss.errors import UserError
-from wsss.models.registry import build_model, model_entry
-from wsss.runtime import LOG
+from wsss.models.registry import build_model, list_models, model_entry
+from wsss.process import LOG
 
 SHOW = 4  # key names shown per problem kind
 OPTIONAL_KEYS = ("*.num_batches_tracked",)
@@ -147,7 +147,8 @@ def load_backbone_init(backbone: nn.Module, path: Any) -> None:
     LOG.info("%s: loaded the initialisation of %s", source, getattr(backbone, "name", "backbone"))
 
 
-def load_network(path: Any, model: Optional[str] = None, **kwargs: Any) -> nn.Module:
+def load_network(path: Any, model: Optional[str] = None, default_model: Optional[str] = None,
+                 family: Optional[str] = None, **kwargs: Any) -> nn.Module:
     """Rebuild a network from a weights file and load it strictly; returned in eval mode on the CPU.
 
     Two formats are recognised:
@@ -160,7 +161,9 @@ def load_network(path: Any, model: Optional[str] = None, **kwargs: Any) -> nn.Mo
       updated by ``kwargs``, which must agree with them; then the keys are mapped by its
       ``import_original_state_dict`` (e.g. backbone keys move under ``backbone.``).
 
-    Keyword arguments whose value is None count as not given.
+    A stage that accepts several networks gives ``family`` (the registry family the network must belong to) and
+    ``default_model`` (the network a flat state_dict is taken for when ``model`` is None). Keyword arguments whose
+    value is None count as not given.
 
     Raises:
         UserError: unreadable file, wrong model, conflicting arguments, or any key/shape mismatch.
@@ -168,17 +171,26 @@ def load_network(path: Any, model: Optional[str] = None, **kwargs: Any) -> nn.Mo
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     obj = read_weights_file(Path(path))
     if isinstance(obj, dict) and all(k in obj for k in CHECKPOINT_KEYS):
+        _check_family(obj["model"], family, path)
         net, state_dict = _from_checkpoint(obj, path, model, kwargs)
     elif isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
+        model = model or default_model
         if model is None:
             raise UserError(f"{path}: a plain state_dict (the original authors' format); say which network "
                             f"it is for (e.g. --model cam)")
+        _check_family(model, family, path)
         net, state_dict = _from_original(strip_module_prefix(obj, str(path)), path, model, kwargs)
     else:
         raise UserError(f"{path}: not a weights file we know (expected a wsss checkpoint with keys "
                         f"{', '.join(CHECKPOINT_KEYS)}, or a flat name -> tensor state_dict)")
     load_state_dict_strict(net, state_dict, source=str(path))
     return net.eval()
+
+
+def _check_family(name: str, family: Optional[str], path: Any) -> None:
+    if family is not None and model_entry(name).family != family:
+        raise UserError(f"{path}: a network {name!r}, expected one of the {family} family "
+                        f"({', '.join(list_models(kind='network', family=family))})")
 
 
 def _from_checkpoint(ckpt: dict, path: Any, model: Optional[str], kwargs: dict) -> tuple[nn.Module, dict]:

@@ -42,6 +42,16 @@ from wsss.ops.pamr import PAMR
 BACKBONES = ("wideresnet38", "tiny")
 RELEASED = {"wideresnet38": "model_enc_e018Xs0.905.pth"}
 LR_MULTS = (1.0, 2.0, 20.0, 40.0)  # WS-FCN base_net.py: (backbone w, backbone b, new w, new b)
+# WS-FCN's own settings, layered by ``wsss single train|infer`` over the single-stage family's per-backbone defaults
+# (seam_wsfcn.md B8-B10): 31 epochs (NUM_EPOCHS 30, the loop runs 0..30) with 7 warm-up epochs (the rest, crop 321,
+# scale 0.9-1, batch 16, SGD lr 1e-3 constant, momentum 0.9, weight decay 5e-4, is 1-stage-wseg's); inference with a
+# constant background of 0.25 (not bg_pow) and, with --crf, the CRF input [(1 - max fg) ** 5, fg] and bilateral
+# sxy 30 (scales, flip, padding 1024 and fp_cut 0.1 are 1-stage-wseg's). The tiny backbone keeps the toy recipe.
+INFER_RECIPE = {"bg_const": 0.25, "crf_bg_alpha": 5.0, "crf_bilateral_sxy": 30.0}
+RECIPES = {
+    "single_train": {"wideresnet38": {"epochs": 31, "warmup_epochs": 7}},
+    "single_infer": {backbone: INFER_RECIPE for backbone in BACKBONES},
+}
 
 
 @register_model("wsfcn", backbones=BACKBONES, released=RELEASED, family="single")
@@ -53,12 +63,14 @@ class WSFCNNet(SingleStageNet):
         num_classes: output channels including the background (21 on VOC, 81 on COCO).
         backbone_kwargs: backbone overrides.
         psi: Stochastic Gate rate (0.3).
-        pamr_iterations, pamr_dilations: PAMR settings (10; 1, 2, 4, 8, 12, 24).
-        focal_power, focal_lambda: focal mask penalty (3, 0.01).
+        pamr_iterations, pamr_dilations: PAMR settings (10, COCO 5; 1, 2, 4, 8, 12, 24).
+        focal_power, focal_lambda: focal mask penalty (3, 0.01; COCO: 0.1).
+        pseudo_floor, pseudo_bg_ratio: pseudo ground truth thresholds (0.2, 0.7; COCO: 0.1, 0.8).
     """
 
     reference_model = "wsfcn"
     new_modules = ("align", "sf2", "fca", "head")
+    recipes = RECIPES
 
     def build_decoder(self, gate: StochasticGate, pamr: PAMR) -> None:
         """``align``, ``sf2``, ``fca``, ``pamr``, ``gate``, ``head``: the reference's state-dict order."""

@@ -7,6 +7,9 @@ gives pair affinities (:func:`wsss.ops.path_index.boundary_affinity`) and the di
 rows, channel 1 columns, pointing from a pixel to its instance centroid) gives pair differences
 (:func:`pair_displacements`); :func:`irn_losses` combines them exactly as IRN does, ``1e-5`` guards included.
 
+CAMs (``make_cam``): :func:`fuse_cams_irn` sums the per-scale class maps into the full-size ``high_res`` CAM and
+the stride-4 ``cam`` that the walk starts from.
+
 Inference (radius 5): :func:`propagate_boundaries` walks the stride-4 CAMs through
 :func:`wsss.ops.random_walk.random_walk` with ``beta`` 10 and ``logt`` 8 on IRN's affinities, and
 :func:`semantic_labels` upsamples, normalises by the global max and adds the constant background 0.25.
@@ -17,7 +20,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +28,7 @@ import torch.nn.functional as F
 
 from wsss.ops.affinity import EPS, pair_labels, pair_targets
 from wsss.ops.crf import labels_from_scores
+from wsss.ops.multiscale import normalize_cams
 from wsss.ops.path_index import (INFER_RADIUS, TRAIN_RADIUS, boundary_affinity, irn_directions, irn_to_psa_order,
                                  psa_to_irn_order)
 from wsss.ops.random_walk import random_walk, random_walk_dense
@@ -32,6 +36,7 @@ from wsss.ops.random_walk import random_walk, random_walk_dense
 LABEL_STRIDE = 4       # IRN's boundary / displacement grid
 BETA, LOGT = 10, 8     # make_sem_seg_labels: beta, exp_times (2 ** 8 = 256 steps)
 SEM_THRESHOLD = 0.25   # sem_seg_bg_thres: constant background after the global max
+CAM_STRIDE = 16        # make_cam: high_res is upsampled to the size rounded up to this stride, then cropped
 PAIR_KEYS = ("bg_pos", "fg_pos", "neg")
 
 
@@ -129,6 +134,37 @@ def irn_losses(aff: torch.Tensor, disp: torch.Tensor, labels: Mapping[str, torch
     dp_bg = (delta.abs() * bg[:, None]).sum() / (2 * bg.sum() + EPS)
     return {"loss": (pos_aff + neg_aff) / 2 + (dp_fg + dp_bg) / 2, "pos_aff": pos_aff, "neg_aff": neg_aff,
             "dp_fg": dp_fg, "dp_bg": dp_bg}
+
+
+def fuse_cams_irn(maps: Sequence[torch.Tensor], size: tuple[int, int],
+                  stride: int = CAM_STRIDE) -> tuple[torch.Tensor, torch.Tensor]:
+    """IRN's ``make_cam`` fusion of multi-scale class maps into its two CAMs, each row max-normalised (+1e-5).
+
+    ``high_res``: every map upsampled bilinearly to ``stride * ceil(H / stride)`` by ``stride * ceil(W / stride)``,
+    summed, the top-left ``H x W`` kept. ``stride4``: every map resized straight to ``(ceil(H / 4), ceil(W / 4))``
+    (a stretch, not a crop), summed. Both use ``align_corners=False``; they are not resamplings of each other.
+
+    Args:
+        maps: per scale ``(C, h_s, w_s)`` non-negative class maps (IRN: the map of the image plus the flipped-back
+            map of its flip).
+        size: ``(H, W)`` of the image.
+    Returns:
+        ``(high_res (C, H, W), stride4 (C, ceil(H / 4), ceil(W / 4)))``, float32 in ``[0, 1)``.
+    """
+    if not maps or any(m.ndim != 3 or m.shape[0] != maps[0].shape[0] for m in maps):
+        raise ValueError(f"maps must be one or more (C, h, w) tensors, got {[tuple(m.shape) for m in maps]}")
+    height, width = size
+    up = (stride * -(-height // stride), stride * -(-width // stride))
+    small = (-(-height // LABEL_STRIDE), -(-width // LABEL_STRIDE))
+
+    def resized(m: torch.Tensor, to: tuple[int, int]) -> torch.Tensor:
+        if not len(m):  # an image without classes
+            return m.new_zeros(0, *to, dtype=torch.float32)
+        return F.interpolate(m[None].float(), size=to, mode="bilinear", align_corners=False)[0]
+
+    high_res = sum(resized(m, up)[:, :height, :width] for m in maps)
+    stride4 = sum(resized(m, small) for m in maps)
+    return normalize_cams(high_res), normalize_cams(stride4)
 
 
 def flip_averaged_boundary(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 
 from wsss.artifacts.items import FORMATS, check_covers
 from wsss.config import option
-from wsss.engine.module import TrainModule
+from wsss.models.train_module import TrainModule
 from wsss.engine.stage import TrainingStage, TrainStageConfig
 from wsss.errors import UserError
 from wsss.ops.affinity import RADIUS, STRIDE, affinity_label_map, affinity_loss, feature_affinity, pair_labels
@@ -106,7 +106,7 @@ class AffTrain(TrainingStage):
         return {"la": cfg.la, "ha": cfg.ha}
 
     def dataset(self, cfg, data, transform):
-        from wsss.data.datasets import SegmentationDataset
+        from wsss.data.torch_datasets import SegmentationDataset
 
         masks = {"la": label_reader(cfg.la, "la"), "ha": label_reader(cfg.ha, "ha")}
         return SegmentationDataset(data, cfg.split, masks, transform)

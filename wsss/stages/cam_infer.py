@@ -5,11 +5,18 @@ at stride 8 are upsampled straight to the image size, masked by the image label,
 present class is divided by its maximum. ``--save-png`` also writes the argmax with a constant background score
 (PSA's 0.2) as a ``label`` artifact in ``OUT/png``. Ids are split across ranks under ``torchrun``; a rerun after
 a kill continues with the ids that are missing.
+
+The network is the one the checkpoint names (any of the registry's ``cam`` family; ``--model`` for a plain state
+dict, ``cam`` by default), and the fusion is the network's unless ``--fusion`` says otherwise: ``irn`` (for
+``irn_cam``) is IRN's ``make_cam`` (irn.md §2.4): per scale the map of the image plus the flipped-back map of its
+flip, summed over scales at the 16-rounded size and cropped (``cams``), and resized straight to the stride-4 grid
+(the optional item array ``cams_stride4``, which ``irn infer`` walks from); only the image's classes are kept.
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
@@ -20,11 +27,16 @@ from wsss.config import option, runtime
 from wsss.engine.distributed import open_output
 from wsss.engine.inference import Context, InferenceStage, NetworkInferConfig, write_items
 from wsss.errors import UserError
+from wsss.ops.irn import fuse_cams_irn
 from wsss.ops.multiscale import fuse_cams, normalize_cams, scaled_images
 
 
 @dataclasses.dataclass(frozen=True)
 class CamInferConfig(NetworkInferConfig):
+    model: Optional[str] = option(None, "Network of a plain (original authors') state dict; our checkpoints name "
+                                        "their own. Default: cam.", type="model:cam")
+    fusion: Optional[str] = option(None, "Scale fusion: psa (infer_cls) or irn (make_cam, also stores the stride-4 "
+                                         "CAM). Default: the network's (irn for irn_cam).", type="choice:psa|irn")
     scales: tuple[float, ...] = option((1.0, 0.5, 1.5, 2.0), "Comma-separated scales.", type="floats")
     flip: bool = option(True, "Add the flipped image at every scale (--no-flip: do not).")
     save_png: bool = runtime(False, "Also write label PNGs (constant background) to OUT/png.", type="flag")
@@ -35,6 +47,8 @@ class CamInferConfig(NetworkInferConfig):
             raise UserError(f"--scales: every scale must be > 0, got {self.scales}")
         if not 0 <= self.png_threshold <= 1:
             raise UserError(f"--png-threshold must lie in [0, 1], got {self.png_threshold}")
+        if self.fusion not in (None, "psa", "irn"):
+            raise UserError(f"--fusion must be psa or irn, got {self.fusion!r}")
 
 
 def class_maps(network: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
@@ -44,23 +58,41 @@ def class_maps(network: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     return torch.relu(network(batch)["cams"])
 
 
+def scale_outputs(network: torch.nn.Module, image: np.ndarray, normalization, scales, flip: bool,
+                  device: torch.device) -> Iterator[torch.Tensor]:
+    """Per scale, the class maps of the resized image (and of its flip): (1 or 2, C, h_s, w_s) on the CPU."""
+    for scaled in scaled_images(image, scales):
+        x = torch.as_tensor(normalization.apply(scaled))[None].float()
+        if flip:
+            x = torch.cat([x, x.flip(-1)])
+        yield class_maps(network, x.to(device)).float().cpu()
+
+
 @torch.no_grad()
 def image_cams(network: torch.nn.Module, image: np.ndarray, labels: np.ndarray, num_classes: int, normalization,
                scales, flip: bool, device: torch.device) -> np.ndarray:
     """CAMs of one image for its present classes: (K, H, W) float32 in [0, 1], rows in ``labels`` order."""
     h, w = image.shape[:2]
     maps, flipped = [], []
-    for scaled in scaled_images(image, scales):
-        x = torch.as_tensor(normalization.apply(scaled))[None].float()
-        if flip:
-            x = torch.cat([x, x.flip(-1)])
-        out = class_maps(network, x.to(device)).float().cpu()
+    for out in scale_outputs(network, image, normalization, scales, flip, device):
         maps += list(out)
         flipped += [False, True] if flip else [False]
     mask = torch.zeros(num_classes)
     mask[torch.as_tensor(labels, dtype=torch.long)] = 1
     cams = normalize_cams(fuse_cams(maps, flipped, (h, w), mask))
     return cams[torch.as_tensor(labels, dtype=torch.long)].numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def irn_image_cams(network: torch.nn.Module, image: np.ndarray, labels: np.ndarray, normalization, scales,
+                   flip: bool, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """IRN's CAMs of one image for its present classes: ``high_res`` (K, H, W) and the stride-4 ``cam``
+    (K, ceil(H / 4), ceil(W / 4)), float32 in [0, 1), rows in ``labels`` order."""
+    keep = torch.as_tensor(labels, dtype=torch.long)
+    maps = [(out[0] + out[1].flip(-1) if len(out) == 2 else out[0])[keep]
+            for out in scale_outputs(network, image, normalization, scales, flip, device)]
+    high_res, stride4 = fuse_cams_irn(maps, image.shape[:2])
+    return high_res.numpy().astype(np.float32), stride4.numpy().astype(np.float32)
 
 
 class CamInfer(InferenceStage):
@@ -72,16 +104,25 @@ class CamInfer(InferenceStage):
     def load_network(self, cfg, data):
         from wsss.models.weights import load_network
 
-        network = load_network(cfg.weights, model=self.model, num_classes=data.num_classes, backbone=cfg.backbone)
+        network = load_network(cfg.weights, model=cfg.model, default_model=self.model, family="cam",
+                               num_classes=data.num_classes, backbone=cfg.backbone)
         if getattr(network, "num_classes", data.num_classes) != data.num_classes:
             raise UserError(f"--weights {cfg.weights}: a classifier of {network.num_classes} classes, "
                             f"the dataset has {data.num_classes}")
         return network
 
+    def settle(self, cfg, network):
+        """The fusion of the network (``cam_fusion``: irn for ``irn_cam``) unless ``--fusion`` chose one."""
+        return cfg if cfg.fusion else dataclasses.replace(cfg, fusion=getattr(network, "cam_fusion", "psa"))
+
     def predict(self, ctx: Context, image_id: str):
-        labels = ctx.data.labels(image_id)
-        cams = image_cams(ctx.network, ctx.data.read_image(image_id), labels, ctx.data.num_classes,
-                          ctx.normalization, ctx.cfg.scales, ctx.cfg.flip, ctx.device)
+        labels, image, cfg = ctx.data.labels(image_id), ctx.data.read_image(image_id), ctx.cfg
+        if cfg.fusion == "irn":
+            high_res, stride4 = irn_image_cams(ctx.network, image, labels, ctx.normalization, cfg.scales, cfg.flip,
+                                               ctx.device)
+            return high_res, np.asarray(labels), {"cams_stride4": stride4}
+        cams = image_cams(ctx.network, image, labels, ctx.data.num_classes, ctx.normalization, cfg.scales, cfg.flip,
+                          ctx.device)
         return cams, np.asarray(labels)
 
     def after(self, ctx: Context, manifest: Manifest) -> Manifest:

@@ -6,22 +6,29 @@ flip, colour jitter (0.3, 0.3, 0.3, 0.1), normalise then crop 448 (so padding is
 soft-margin loss, frozen batch norm and early blocks. PSA's SGD runs with momentum = weight decay (a bug the
 published numbers depend on); ``psa_momentum_quirk: false`` gives ordinary momentum 0.9.
 
+``--model`` picks the network of the registry's ``cam`` family, and ``--recipe`` a named preset of the defaults:
+``irn`` is IRN's ``train_cam`` (irn.md §2.3): network ``irn_cam`` on ``resnet50`` (its head, frozen layers, fixed
+BN statistics and two learning-rate groups come with the network), batch 16, 5 epochs, lr 0.1, weight decay 1e-4,
+poly 0.9, the momentum quirk (IRN's PolyOptimizer has PSA's bug), long side 320-640, flip, no colour jitter,
+crop 512.
+
 :class:`ClassifierTrainConfig` and :class:`CamTrain` are the base of every classifier trained on image labels
 (SEAM's is one): a subclass changes the recipe defaults, the network and the loss.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.config import option
-from wsss.engine.module import TrainModule
+from wsss.config import Preset, option, preset_option
+from wsss.models.train_module import TrainModule
 from wsss.engine.stage import TrainingStage, TrainStageConfig
+from wsss.errors import UserError
 from wsss.ops.classification import mean_average_precision
 
 
@@ -47,9 +54,28 @@ class ClassifierTrainConfig(TrainStageConfig):
                                     crop=self.crop)
 
 
+# --recipe presets (irn.md §2.3 for IRN); IRN's "no colour jitter" is zero jitter, which is the identity.
+CAM_PRESETS = {
+    "psa": Preset({}, "PSA's train_cls (the defaults)"),
+    "irn": Preset({"model": "irn_cam", "backbone": "resnet50", "batch_size": 16, "epochs": 5, "lr": 0.1,
+                   "weight_decay": 1e-4, "poly_power": 0.9, "psa_momentum_quirk": True, "resize_long": (320, 640),
+                   "jitter": (0.0, 0.0, 0.0, 0.0), "crop": 512},
+                  "IRN's train_cam: irn_cam on resnet50, batch 16, 5 epochs, lr 0.1, wd 1e-4, long side 320-640, "
+                  "crop 512, no jitter",
+                  ("validation: classification mAP and loss on full val images, where IRN prints the loss on "
+                   "top-left 512 crops",)),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class CamTrainConfig(ClassifierTrainConfig):
     """PSA's classifier: the defaults of :class:`ClassifierTrainConfig` are its recipe."""
+
+    PRESETS: ClassVar[dict] = CAM_PRESETS
+
+    recipe: str = preset_option(CAM_PRESETS, "psa", "Published recipe (its values sit under --config and the "
+                                                     "flags):")
+    model: str = option("cam", "Network of the cam family (cam: PSA's classifier, irn_cam: IRN's).", type="model:cam")
 
 
 class CamTrainModule(TrainModule):
@@ -78,7 +104,7 @@ def heat_map(cam: torch.Tensor, size) -> torch.Tensor:
 
 def classification_validator(data, split: str, normalization):
     """Returns ``network -> {"mAP", "loss", "score"}`` over a split (images at full size, one at a time)."""
-    from wsss.data.datasets import ClassificationDataset
+    from wsss.data.torch_datasets import ClassificationDataset
     from wsss.data.transforms import JointTransform
 
     dataset = ClassificationDataset(data, split, transform=JointTransform(normalization=normalization))
@@ -105,6 +131,9 @@ class CamTrain(TrainingStage):
     name, config, network = "cam_train", CamTrainConfig, "cam"
     module_class = CamTrainModule
 
+    def network_name(self, cfg) -> str:
+        return getattr(cfg, "model", None) or self.network
+
     def network_kwargs(self, cfg, data) -> dict:
         return {"backbone": cfg.backbone, "num_classes": data.num_classes}
 
@@ -112,6 +141,11 @@ class CamTrain(TrainingStage):
         return self.module_class(network)
 
     def check_inputs(self, cfg, data) -> None:
+        from wsss.models.registry import list_models
+
+        family = list_models(kind="network", family="cam")
+        if getattr(cfg, "model", None) is not None and cfg.model not in family:
+            raise UserError(f"--model must be one of {', '.join(family)}, got {cfg.model!r}")
         data.ids(cfg.split)  # unknown split -> UserError before anything is written
         if cfg.val_split:
             data.ids(cfg.val_split)

@@ -13,11 +13,14 @@ from __future__ import annotations
 import dataclasses
 import html
 from pathlib import Path
+from typing import Optional
+
+import numpy as np
 
 from wsss.artifacts import MANIFEST
 from wsss.config import runtime
 from wsss.errors import UserError
-from wsss.runtime import LOG, setup_logging
+from wsss.process import LOG, setup_logging
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 
@@ -73,29 +76,63 @@ def ensure_toy_data(cfg: DemoConfig) -> Path:
     return data
 
 
-def write_report(cfg: DemoConfig, data_path: Path, tables: str, columns: list[tuple[str, Path]]) -> Path:
-    """``OUT/report/index.html``: per id, the image, its ground truth and each report column's output."""
+REPORT_STYLE = ("<style>.swatch{display:inline-block;width:14px;height:14px;margin-right:4px;vertical-align:middle;"
+                "border:1px solid #888}.heat{width:60px;background:linear-gradient(to right,rgb(30,60,200),"
+                "rgb(250,220,40),rgb(220,30,30))}.chart{width:auto;max-width:100%}</style>")
+
+
+def _charts(out: Path, grouped: dict) -> str:
+    """The mIoU chart and the CAM threshold curves (PNG + SVG in ``out``), as HTML."""
+    from wsss.stages.demo_plots import miou_chart, threshold_curves
+
+    parts = []
+    for caption, names in (("mIoU per method and stage", miou_chart(grouped, out / "miou")),
+                           ("CAM background-threshold curves", threshold_curves(grouped, out / "cam_thresholds"))):
+        if names:
+            png, svg = names
+            parts.append(f"<h2>{caption}</h2><p><img class='chart' src='{png}' alt='{caption}'> "
+                         f"(<a href='{svg}'>SVG</a>)</p>")
+    return "".join(parts)
+
+
+def _label_values(kind: Optional[str], folder: Path, image_id: str) -> set:
+    """Label values of one item of a ``label`` artifact (empty for CAMs and missing items)."""
+    from wsss.artifacts.items import FORMATS
+
+    path = FORMATS["label"].path(folder, image_id) if kind == "label" else None
+    return set(np.unique(FORMATS["label"].read(path)).tolist()) if path is not None and path.is_file() else set()
+
+
+def write_report(cfg: DemoConfig, data_path: Path, tables: str, columns: list[tuple[str, Path]],
+                 grouped: Optional[dict] = None) -> Path:
+    """``OUT/report/index.html``: the table, its charts, and per id the image, its ground truth and each report
+    column's output, with a legend of the class colours."""
     from wsss.artifacts import read_manifest
-    from wsss.data.dataset import open_dataset
+    from wsss.data.prepared import open_dataset
+    from wsss.stages.demo_plots import legend_html
     from wsss.stages.viz import artifact_overlay, label_overlay, save_png, write_html
 
     data = open_dataset(data_path)
     out = Path(cfg.out) / "report"
     out.mkdir(parents=True, exist_ok=True)
     kinds = [read_manifest(folder).kind if (folder / MANIFEST).is_file() else None for _, folder in columns]
-    rows = []
+    rows, shown = [], {0}
     for image_id in data.ids("val")[:cfg.report_images]:
-        image = data.read_image(image_id)
+        image, mask = data.read_image(image_id), data.read_mask(image_id)
+        shown |= set(np.unique(mask).tolist())
         cells = [save_png(out / f"{image_id}_image.png", image),
-                 save_png(out / f"{image_id}_gt.png", label_overlay(image, data.read_mask(image_id), data.palette))]
+                 save_png(out / f"{image_id}_gt.png", label_overlay(image, mask, data.palette))]
         for (_, folder), kind in zip(columns, kinds):
             overlay = artifact_overlay(kind, folder, image_id, image, data.palette) if kind else None
+            shown |= _label_values(kind, folder, image_id)
             name = f"{image_id}_{folder.parent.name}_{folder.name}.png"
             cells.append(save_png(out / name, overlay) if overlay is not None else None)
         rows.append((image_id, cells))
     page = out / "index.html"
+    intro = f"{REPORT_STYLE}<pre>{html.escape(tables)}</pre>{_charts(out, grouped) if grouped else ''}"
+    intro += f"<h2>val images</h2>{legend_html(data.classes, data.palette, shown)}"
     write_html(page, "wsss demo (toy data)", ["image", "ground truth", *(title for title, _ in columns)], rows,
-               intro=f"<pre>{html.escape(tables)}</pre>")
+               intro=intro)
     return page
 
 
@@ -117,4 +154,4 @@ def run(cfg: DemoConfig) -> tuple[str, Path]:
     grouped = compare.run(compare.CompareConfig(runs=tuple(runs), all_splits=True))
     tables = "\n\n".join(f"split {split}:\n{compare.format_rows(rows, 'text')}" for split, rows in grouped.items())
     (Path(cfg.out) / "comparison.txt").write_text(tables + "\n")
-    return tables, write_report(cfg, data, tables, report_columns(recipes, Path(cfg.out) / "runs"))
+    return tables, write_report(cfg, data, tables, report_columns(recipes, Path(cfg.out) / "runs"), grouped)

@@ -33,17 +33,16 @@ import numpy as np
 
 from wsss import __version__
 from wsss.artifacts import Manifest, input_record, write_json_atomic
-from wsss.artifacts.items import FORMATS, listed, open_items, read_cam, read_label, split_items
+from wsss.artifacts.items import FORMATS, listed, open_items, split_items
 from wsss.config import runtime, to_dict
 from wsss.data.classes import BACKGROUND
 from wsss.errors import UserError
-from wsss.ops.cam import cams_to_labels, threshold_sweep_confusions
-from wsss.ops.confusion import ConfusionMatrix, confusion_matrix
-from wsss.runtime import LOG, setup_logging
+from wsss.engine.scoring import cam_counts, in_parallel, label_counts, sweep_counts
+from wsss.ops.confusion import ConfusionMatrix
+from wsss.process import LOG, setup_logging
 
 DEFAULT_THRESHOLD = 0.2
 METRICS_FILE = "metrics.json"
-BACKEND = "multiprocessing"  # joblib backend for --workers > 1 (fork on Linux); see benchmarks/README.md
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,69 +124,6 @@ def mask_paths(data, split: str, ids: list[str]) -> list[Path]:
 
 # ---- scoring: workers read (id, gt path, item path) jobs and return summed counts + size mismatches ----------
 
-class _SizeMismatch(Exception):
-    """An item whose size differs from its ground truth; collected, then reported together."""
-
-
-def _check_size(shape: tuple, gt: np.ndarray) -> None:
-    if tuple(shape) != gt.shape:
-        raise _SizeMismatch("x".join(map(str, shape)))
-
-
-def _label_counts(gt: np.ndarray, path: Path, n: int) -> np.ndarray:
-    pred = read_label(path, "prediction")
-    _check_size(pred.shape, gt)
-    return confusion_matrix(gt, pred, n)
-
-
-def _cam_counts(gt: np.ndarray, path: Path, n: int, background: dict) -> np.ndarray:
-    cams, classes = read_cam(path)
-    _check_size(cams.shape[1:], gt)
-    if classes.size and classes.max() >= n - 1:
-        raise ValueError(f"CAM classes {classes.tolist()} outside the dataset's {n - 1} foreground classes")
-    labels = cams_to_labels(cams, classes, threshold=background.get("threshold"), alpha=background.get("alpha"))
-    return confusion_matrix(gt, labels, n)
-
-
-def _sweep_counts(gt: np.ndarray, path: Path, n: int, thresholds: np.ndarray) -> np.ndarray:
-    cams, classes = read_cam(path)
-    _check_size(cams.shape[1:], gt)
-    return threshold_sweep_confusions(cams, classes, gt, thresholds, n)
-
-
-def _score_chunk(jobs: list, n: int, fn, **kwargs) -> tuple[Optional[np.ndarray], list[str]]:
-    """Sum of ``fn(gt, item_path, n, **kwargs)`` over ``jobs`` and the list of size mismatches."""
-    total, mismatched = None, []
-    for item_id, gt_path, item_path in jobs:
-        gt = read_label(gt_path, "ground truth")
-        try:
-            counts = fn(gt, item_path, n, **kwargs)
-        except _SizeMismatch as e:
-            mismatched.append(f"{item_id} ({e.args[0]} vs ground truth {gt.shape[0]}x{gt.shape[1]})")
-            continue
-        except ValueError as e:
-            raise UserError(f"{item_path} against {gt_path}: {e}") from None
-        if total is None:
-            total = counts.copy()
-        else:
-            total += counts
-    return total, mismatched
-
-
-def in_parallel(fn, jobs: list, workers: int, n: int, **kwargs) -> tuple[Optional[np.ndarray], list[str]]:
-    """Run ``fn`` over ``jobs`` in chunks on ``workers`` (0 = here); returns (summed counts, size mismatches)."""
-    size = max(1, min(64, -(-len(jobs) // max(1, 4 * workers))))
-    chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
-    if workers <= 1 or len(chunks) == 1:
-        parts = [_score_chunk(c, n, fn, **kwargs) for c in chunks]
-    else:
-        from joblib import Parallel, delayed
-
-        parts = Parallel(n_jobs=workers, backend=BACKEND)(delayed(_score_chunk)(c, n, fn, **kwargs) for c in chunks)
-    counts = [p[0] for p in parts if p[0] is not None]
-    return (sum(counts[1:], counts[0]) if counts else None), [m for p in parts for m in p[1]]
-
-
 def _metrics_path(cfg: EvalConfig, source: Source) -> Path:
     folder = Path(cfg.out) if cfg.out is not None else source.folder
     if folder.exists() and not folder.is_dir():
@@ -226,15 +162,15 @@ def _counted(source: Source, result: tuple) -> np.ndarray:
 def _count(cfg: EvalConfig, source: Source, jobs: list, n: int, workers: int):
     """Accumulate the counts; returns ((N, N + 1) matrix, background record, curve record or None)."""
     if cfg.pred is not None:
-        return _counted(source, in_parallel(_label_counts, jobs, workers, n=n)), {}, None
+        return _counted(source, in_parallel(label_counts, jobs, workers, n=n)), {}, None
     if not cfg.curve:
         background = ({"mode": "power", "alpha": cfg.alpha} if cfg.alpha is not None else
                       {"mode": "constant", "threshold": cfg.threshold if cfg.threshold is not None
                        else DEFAULT_THRESHOLD})
-        matrix = _counted(source, in_parallel(_cam_counts, jobs, workers, n=n, background=background))
+        matrix = _counted(source, in_parallel(cam_counts, jobs, workers, n=n, background=background))
         return matrix, background, None
     thresholds = sweep_range(cfg.thresholds)
-    stack = _counted(source, in_parallel(_sweep_counts, jobs, workers, n=n, thresholds=np.asarray(thresholds)))
+    stack = _counted(source, in_parallel(sweep_counts, jobs, workers, n=n, thresholds=np.asarray(thresholds)))
     stack = np.concatenate([stack, np.zeros((len(thresholds), n, 1), np.int64)], axis=2)
     curve = [_scores(m) for m in stack]
     mious = np.array([np.nan if c["miou"] is None else c["miou"] for c in curve])
@@ -248,7 +184,7 @@ def _count(cfg: EvalConfig, source: Source, jobs: list, n: int, workers: int):
 
 def run(cfg: EvalConfig) -> dict:
     """Evaluate ``cfg.pred`` or ``cfg.cams`` on ``cfg.split``; write and return the content of metrics.json."""
-    from wsss.data.dataset import open_dataset
+    from wsss.data.prepared import open_dataset
 
     setup_logging()  # numpy only: no torch, no seeds, no device (see runtime.setup for stages that need them)
     if cfg.data is None:

@@ -33,7 +33,7 @@ from typing import Optional
 from wsss.artifacts import MANIFEST, write_json_atomic
 from wsss.config import load_yaml, resolve
 from wsss.errors import UserError
-from wsss.runtime import LOG, setup_logging
+from wsss.process import LOG, setup_logging
 from wsss.stages.table import stage_names, stage_row
 
 STAGE_KEYS = {"name", "run", "with", "report"}  # `report`: the column title of the stage in `wsss demo`'s report

@@ -20,6 +20,11 @@ vgg16         1, 0.75, 1.25, 1.5   768       0.3     1       yes
 tiny          1, 0.5, 1.5, 2       256       0.1     3       no (toy data)
 ============  ===================  ========  ======  ======  =====
 
+A network of the family layers its own settings over these (its ``recipes["single_infer"]``): WS-FCN sets the
+background to the constant ``bg_const`` 0.25 (``bg_pow`` unused) and, with ``crf``, feeds the CRF
+``[(1 - max fg) ** crf_bg_alpha, fg]`` (alpha 5) with a bilateral width ``crf_bilateral_sxy`` of 30 instead of the
+merged masks with 80.
+
 Weights: our checkpoints, or the authors' flat state dicts such as ``model_enc_e020Xs0.928.pth`` (model, backbone
 and class count read from the keys). Ids are split across ranks under ``torchrun``; a rerun continues a killed run.
 """
@@ -62,6 +67,12 @@ class SingleInferConfig(NetworkInferConfig):
     bg_pow: Optional[float] = option(None, "Power applied to the merged background probability.", type="positive")
     clean: Optional[bool] = option(None, "Use the ground-truth image labels (\"-clean\" masks).")
     crf: bool = option(False, "Dense-CRF post-processing with the reference parameters.", type="flag")
+    bg_const: Optional[float] = option(None, "Constant background probability instead of --bg-pow (default: the "
+                                             "network's recipe; WS-FCN 0.25).", type="fraction")
+    crf_bg_alpha: Optional[float] = option(None, "CRF input [(1 - max fg) ** alpha, fg] instead of the merged masks "
+                                                 "(default: the network's recipe; WS-FCN 5).", type="positive")
+    crf_bilateral_sxy: Optional[float] = option(None, "CRF bilateral kernel width in pixels (default: the network's "
+                                                      "recipe; 80, WS-FCN 30).", type="positive")
 
     def __post_init__(self):
         if self.model is not None:
@@ -72,12 +83,16 @@ class SingleInferConfig(NetworkInferConfig):
             raise UserError(f"--pad-size must be >= 1, got {self.pad_size}")
         if self.fp_cut is not None and not 0 <= self.fp_cut <= 1:
             raise UserError(f"--fp-cut must lie in [0, 1], got {self.fp_cut}")
-        if self.bg_pow is not None and not self.bg_pow > 0:
-            raise UserError(f"--bg-pow must be > 0, got {self.bg_pow}")
+        for name in ("bg_pow", "crf_bg_alpha", "crf_bilateral_sxy"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        if self.bg_const is not None and not 0 <= self.bg_const <= 1:
+            raise UserError(f"--bg-const must lie in [0, 1], got {self.bg_const}")
 
-    def with_recipe(self, backbone: str) -> "SingleInferConfig":
-        """Every None setting filled from the backbone's reference values (wideresnet38's for other names)."""
-        recipe = INFER_RECIPES.get(backbone, _R38)
+    def with_recipe(self, backbone: str, network_recipe: Optional[dict] = None) -> "SingleInferConfig":
+        """Every None setting filled from the network's own recipe (``network_recipe``), then the backbone's
+        reference values (wideresnet38's for other names)."""
+        recipe = {**INFER_RECIPES.get(backbone, _R38), **(network_recipe or {})}
         return dataclasses.replace(self, **{k: v for k, v in recipe.items() if getattr(self, k) is None})
 
 
@@ -125,14 +140,16 @@ def multiscale_masks(network: torch.nn.Module, image: np.ndarray, normalization,
     return (total / count).cpu(), probs.cpu()
 
 
-def merge_masks(masks: torch.Tensor, labels: torch.Tensor, bg_pow: float) -> torch.Tensor:
-    """Foreground channels times the 0/1 ``labels`` (C,), background to the power ``bg_pow``: (C + 1, H, W)."""
+def merge_masks(masks: torch.Tensor, labels: torch.Tensor, bg_pow: float,
+                bg_const: Optional[float] = None) -> torch.Tensor:
+    """Foreground channels times the 0/1 ``labels`` (C,), background to the power ``bg_pow``, or the constant
+    ``bg_const`` when given: (C + 1, H, W)."""
     if masks.ndim != 3 or labels.shape != (masks.shape[0] - 1,):
         raise ValueError(f"expected masks (C + 1, H, W) and labels (C,), got {tuple(masks.shape)} and "
                          f"{tuple(labels.shape)}")
     keep = torch.cat([torch.ones(1), labels.float().cpu()]).to(masks)
     merged = masks * keep[:, None, None]
-    merged[0] = merged[0].pow(bg_pow)
+    merged[0] = merged[0].pow(bg_pow) if bg_const is None else bg_const
     return merged
 
 
@@ -149,12 +166,20 @@ def predict_labels(cfg: SingleInferConfig, network, data, image_id: str, normali
     """(H, W) uint8 label map of one image: 0 background, 1..C classes."""
     image = data.read_image(image_id)
     masks, probs = multiscale_masks(network, image, normalization, cfg.scales, cfg.flip, cfg.pad_size)
-    merged = merge_masks(masks, image_labels(cfg, data, image_id, probs), cfg.bg_pow)
+    merged = merge_masks(masks, image_labels(cfg, data, image_id, probs), cfg.bg_pow, cfg.bg_const)
     if cfg.crf:
-        from wsss.ops.crf import dense_crf
-
-        return dense_crf(image, merged.numpy()).argmax(0).astype(np.uint8)
+        return crf_label_map(cfg, image, merged.numpy())
     return merged.argmax(0).numpy().astype(np.uint8)
+
+
+def crf_label_map(cfg: SingleInferConfig, image: np.ndarray, merged: np.ndarray) -> np.ndarray:
+    """The dense CRF's argmax (H, W) uint8 over ``merged`` (C + 1, H, W), or over ``[(1 - max fg) ** crf_bg_alpha,
+    fg]`` when ``crf_bg_alpha`` is set; ``crf_bilateral_sxy`` when set, else the reference CRF's 80."""
+    from wsss.ops.crf import alpha_background_scores, dense_crf
+
+    scores = merged if cfg.crf_bg_alpha is None else alpha_background_scores(merged[1:], cfg.crf_bg_alpha)
+    kwargs = {} if cfg.crf_bilateral_sxy is None else {"bilateral_sxy": cfg.crf_bilateral_sxy}
+    return dense_crf(image, scores, **kwargs).argmax(0).astype(np.uint8)
 
 
 def _peek(path: Path):
@@ -208,7 +233,7 @@ class SingleInfer(InferenceStage):
         return load_single_network(cfg, data.num_classes + 1)
 
     def settle(self, cfg, network):
-        return cfg.with_recipe(network.backbone_name)
+        return cfg.with_recipe(network.backbone_name, network.stage_recipe(self.name, network.backbone_name))
 
     def predict(self, ctx: Context, image_id: str) -> np.ndarray:
         return predict_labels(ctx.cfg, ctx.network, ctx.data, image_id, ctx.normalization)

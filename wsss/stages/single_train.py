@@ -12,6 +12,10 @@ vgg16           448    33                         1e-3      only conv1_x frozen
 tiny            96     30                         1e-4      toy-data recipe (ours): Adam, batch 8, warm-up 15
 ==============  =====  =========================  ========  ==========================================
 
+A network of the family layers its own settings over these (its ``recipes["single_train"]``, per backbone): WS-FCN
+on wideresnet38 runs 31 epochs with a 7-epoch warm-up. The network options (``pamr_iterations``, ``focal_lambda``,
+``pseudo_floor``, ``pseudo_bg_ratio``) are the network's defaults unless given (WS-FCN's COCO recipe changes them).
+
 Common: train_aug, batch 16, SGD momentum 0.9 (no PSA quirk), weight decay 5e-4 (weights only), **constant**
 learning rate (poly power 0), the (1, 2, 10, 20) multipliers ((1, 1, 10, 10) for the ResNets), random resized crop
 of area 0.9..1 + flip + colour jitter, multi-label soft-margin loss, and from epoch 5 on the self-supervised
@@ -50,6 +54,14 @@ TRAIN_RECIPES = {
     "tiny": {"crop": 96, "epochs": 30, "lr": 1e-4, "optimizer": "adam", "batch_size": 8, "warmup_epochs": 15},
 }
 BSL_EPOCHS = 7
+# Network builder options (passed only when given): name -> (check, what the value must be). The command line checks
+# them too; a --config file or a recipe does not.
+NETWORK_OPTIONS = {
+    "pamr_iterations": (lambda v: v >= 1, ">= 1"),
+    "focal_lambda": (lambda v: v > 0, "> 0"),
+    "pseudo_floor": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "pseudo_bg_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+}
 
 
 def check_model(model: str) -> None:
@@ -78,6 +90,13 @@ class SingleTrainConfig(TrainStageConfig):
     mask_loss_weight: float = 1.0
     sync_bn: bool = False
     val_every: int = 2
+    pamr_iterations: Optional[int] = option(None, "PAMR iterations (default: the network's, 10).", type="count")
+    focal_lambda: Optional[float] = option(None, "Focal mask penalty's lambda (default: the network's, 0.01).",
+                                           type="positive")
+    pseudo_floor: Optional[float] = option(None, "Lowest pseudo ground-truth threshold (default: the network's, "
+                                                 "0.2).", type="fraction")
+    pseudo_bg_ratio: Optional[float] = option(None, "Background threshold as a fraction of its peak (default: the "
+                                                    "network's, 0.7).", type="fraction")
 
     def __post_init__(self):
         super().__post_init__()
@@ -87,6 +106,9 @@ class SingleTrainConfig(TrainStageConfig):
         if self.warmup_epochs < 0 or self.mask_loss_weight < 0:
             raise UserError(f"warmup_epochs and mask_loss_weight must be >= 0, got {self.warmup_epochs} and "
                             f"{self.mask_loss_weight}")
+        for name, (check, wanted) in NETWORK_OPTIONS.items():
+            if getattr(self, name) is not None and not check(getattr(self, name)):
+                raise UserError(f"{name} must be {wanted}, got {getattr(self, name)}")
         lo, hi = self.crop_scale
         if not 0 < lo <= hi <= 1:
             raise UserError(f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale}")
@@ -99,11 +121,14 @@ class SingleTrainConfig(TrainStageConfig):
 
 
 def recipe_for(model: str, backbone: str) -> dict:
-    """The reference settings of ``model`` on ``backbone`` (an unknown backbone gets none)."""
+    """The reference settings of ``model`` on ``backbone``: the backbone's, then the network's own (its
+    ``recipes["single_train"]``); an unknown backbone gets only the network's."""
+    from wsss.models.registry import model_entry
+
     recipe = dict(TRAIN_RECIPES.get(backbone, {}))
     if model == "bsl" and backbone != "tiny":
         recipe["epochs"] = BSL_EPOCHS
-    return recipe
+    return {**recipe, **model_entry(model).builder.stage_recipe(SingleTrain.name, backbone)}
 
 
 def resolve_config(config_file: Optional[Path] = None, flags: Optional[Mapping] = None,
@@ -155,7 +180,8 @@ class SingleTrain(TrainingStage):
         return cfg.model
 
     def network_kwargs(self, cfg, data) -> dict:
-        return {"backbone": cfg.backbone, "num_classes": data.num_classes + 1}
+        options = {k: getattr(cfg, k) for k in NETWORK_OPTIONS if getattr(cfg, k) is not None}
+        return {"backbone": cfg.backbone, "num_classes": data.num_classes + 1, **options}
 
     def train_module(self, network, cfg) -> SingleStageTrainModule:
         return SingleStageTrainModule(network, warmup_epochs=cfg.warmup_epochs, mask_loss_weight=cfg.mask_loss_weight)

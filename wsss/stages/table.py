@@ -29,9 +29,12 @@ class StageRow:
 # Command groups that the table's stages make up: name -> one line of help.
 GROUPS = {
     "cam": "Train the CAM classifier and infer multi-scale CAMs (PSA); import the reference's CAM files.",
-    "crf": "Dense-CRF pseudo labels from CAMs (PSA/SEAM low and high alpha).",
+    "seam": "Train SEAM (CAM + Pixel Correlation Module, equivariance losses) and infer its multi-scale CAMs.",
+    "crf": "Dense-CRF pseudo labels from CAMs (PSA/SEAM low and high alpha, IRN's IR labels).",
     "aff": "Train AffinityNet and refine CAMs by random walk.",
+    "irn": "Train IRN's boundary and displacement network on IR labels; walk CAMs along its boundaries.",
     "single": "Train and run the single-stage network (or its baseline).",
+    "seg": "Retrain a segmentation network (DeepLab) on pseudo labels, infer with it, pack the VOC test archive.",
 }
 
 STAGES = (
@@ -39,21 +42,36 @@ STAGES = (
     StageRow("cam_infer", "cam", "infer", "Multi-scale + flip CAMs of every image of a split, as a `cam` artifact."),
     StageRow("cam_import", "cam", "import",
              "Import the reference code's .npy dicts (PSA/SEAM CAMs or CRF results) as a wsss artifact."),
+    StageRow("seam_train", "seam", "train", "Train SEAM on image-level labels (SEAM's recipe by default)."),
+    StageRow("seam_infer", "seam", "infer", "SEAM's multi-scale + flip CAMs (PCM output) of every image of a split, "
+                                            "as a `cam` artifact."),
     StageRow("crf_labels", "crf", "labels", "CRF labels of every image of a split from its CAMs, as a `label` "
                                             "artifact."),
     StageRow("aff_train", "aff", "train", "Train AffinityNet on pair labels from the la/ha CRF labels (PSA recipe "
                                           "by default)."),
     StageRow("aff_infer", "aff", "infer", "Random-walk labels of every image of a split from its CAMs, as a `label` "
                                           "artifact."),
+    StageRow("irn_train", "irn", "train", "Train IRN's inter-pixel relation network on IR labels, then estimate its "
+                                          "mean shift (IRN recipe by default)."),
+    StageRow("irn_infer", "irn", "infer", "Boundary random-walk labels of every image of a split from its stride-4 "
+                                          "CAMs, as a `label` artifact."),
     StageRow("single_train", "single", "train", "Train on image-level labels (the reference recipe of the backbone "
                                                 "by default)."),
     StageRow("single_infer", "single", "infer", "Multi-scale + flip segmentation of every image of a split, as a "
                                                 "`label` artifact."),
+    StageRow("seg_import", "seg", "import", "Import a plain folder of label PNGs (another tool's pseudo labels) as a "
+                                            "`label` artifact."),
+    StageRow("seg_train", "seg", "train", "Train a segmentation network on pseudo labels (deeplab-pytorch's "
+                                          "DeepLab-v2 recipe by default)."),
+    StageRow("seg_infer", "seg", "infer", "Multi-scale (+ flip, + CRF) labels of every image of a split from the "
+                                          "retrained network, as a `label` artifact."),
+    StageRow("seg_pack", "seg", "pack", "Pack the labels of VOC test as the evaluation server's results.tar.gz."),
     StageRow("eval", None, None, "mIoU of label PNGs, or a background-threshold sweep over CAMs."),
 )
 
 # Artifacts written by a stage as a by-product (their manifests name these stages); compared after their parent.
-SUB_STAGES = {"cam_png": "cam_infer", "import_cam": "cam_import", "import_crf": "cam_import"}
+SUB_STAGES = {"cam_png": "cam_infer", "import_cam": "cam_import", "import_crf": "cam_import",
+              "import_irn": "cam_import"}
 
 
 def stage_row(name: str) -> StageRow:

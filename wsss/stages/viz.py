@@ -83,7 +83,7 @@ def artifact_overlay(kind: str, folder: Path, image_id: str, image: np.ndarray, 
 
 def run(cfg: VizConfig) -> Path:
     """Overlays of ``cfg.cams`` or ``cfg.labels`` for the first ``limit`` ids of the split; returns index.html."""
-    from wsss.data.dataset import open_dataset
+    from wsss.data.prepared import open_dataset
 
     if (cfg.cams is None) == (cfg.labels is None):
         raise UserError("give exactly one of --cams DIR and --labels DIR")

@@ -1,5 +1,7 @@
 """The base of every train module: a registered network plus the loss the engine minimises.
 
+It lives with the networks (a method = network + loss + recipe); the engine only calls what is described below.
+
 A train module wraps one network (``self.network``, the part that is checkpointed) and returns
 ``{"loss": scalar, <named terms>...}`` from ``forward(batch)``. Optional hooks the engine calls:
 ``set_epoch(epoch)`` at each epoch start (warm-up rules), and ``visuals(batch) -> {name: (3, H, W) in [0, 1]}``

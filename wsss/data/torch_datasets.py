@@ -4,7 +4,7 @@ Every item is a dict. ``"image"`` is float32 (3, H, W), normalised by the transf
 ``"label"`` is the (C,) multi-hot float32 image label; masks are int64 (H, W) with 255 = ignore.
 
 Example:
-    >>> from wsss.data.dataset import open_dataset
+    >>> from wsss.data.prepared import open_dataset
     >>> from wsss.data.transforms import JointTransform, JointTransformConfig
     >>> from wsss.models.normalization import normalization_for
     >>> data = open_dataset("data/voc")
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from wsss.data.dataset import PreparedData
+from wsss.data.prepared import PreparedData
 from wsss.data.transforms import JointTransform
 from wsss.errors import UserError
 
