@@ -29,6 +29,7 @@ setup(
         "tqdm>=4.65",        # progress bars on a terminal
         "tensorboard>=2.14", # training scalars and CAM images
         "pycocotools>=2.0.7", # COCO polygons and RLE (wsss data prepare coco)
+        "matplotlib>=3.7",   # the charts of the `wsss demo` report
     ],
     extras_require={"test": ["pytest>=7.4"]},
     entry_points={"console_scripts": ["wsss=wsss.cli.main:main"]},

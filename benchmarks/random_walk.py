@@ -73,10 +73,11 @@ def grid_scores(scores: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(padded[None], 8, 8)[0]
 
 
-def walk_peak_mib(kind: str, height: int, width: int, classes: int, device: str, threads: int) -> float:
-    """Peak memory of one walk (``kind`` = dense or sparse), measured in a fresh process so that memory freed
-    by earlier runs and kept by the allocator cannot hide it."""
-    cmd = [sys.executable, __file__, "--memory-of", kind, "--size", f"{height}x{width}", "--classes", str(classes),
+def walk_peak_mib(kind: str, height: int, width: int, classes: int, device: str, threads: int,
+                  script: str = __file__) -> float:
+    """Peak memory of one walk (``kind`` = dense or sparse), measured in a fresh process of ``script`` (its
+    ``--memory-of`` mode) so that memory freed by earlier runs and kept by the allocator cannot hide it."""
+    cmd = [sys.executable, script, "--memory-of", kind, "--size", f"{height}x{width}", "--classes", str(classes),
            "--device", device, "--threads", str(threads)]
     return float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()[-1])
 

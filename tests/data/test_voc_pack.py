@@ -60,12 +60,36 @@ def test_comp5_folder_and_names():
     assert VOC2012_TEST_COUNT == 1456
 
 
+def _other_modes(path, problem):
+    """A 3 x 3 prediction for ``path`` in the form ``problem`` names (the 16-bit ones: 276 would wrap to 20)."""
+    if problem.startswith("16-bit"):
+        Image.fromarray(np.full((3, 3), 276 if problem == "16-bit" else 20, np.uint16)).save(path)
+    elif problem == "alpha":
+        Image.new("LA", (3, 3)).save(path)
+    elif problem == "1-bit":
+        Image.new("1", (3, 3)).save(path)
+    elif problem == "jpeg":
+        Image.new("L", (3, 3)).save(path, format="JPEG")
+    elif problem == "21":
+        Image.fromarray(np.full((3, 3), 21, np.uint8), mode="L").save(path)
+    elif problem == "one-row-short":
+        write_label_png(path, np.zeros((2, 3), np.uint8))
+
+
 @pytest.mark.parametrize("problem, message", [
     ("missing", r"missing PNGs for 1 \(2008_000002\)"),
     ("extra", r"PNGs for 1 \(2010_999999\) ids outside the split"),
     ("size", r"2008_000001.png: prediction is 5x7 \(WxH\), its image is 7x5"),
     ("ignore", r"2009_000003.png: holds label 255"),
-    ("rgb", r"2008_000002.png: a label PNG must be palette or grayscale"),
+    ("rgb", r"2008_000002.png: a mode RGB PNG; the test server takes 8-bit palette \('P'\) or grayscale"),
+    ("16-bit", r"2009_000003.png: a 16-bit PNG"),
+    ("16-bit-small", r"2009_000003.png: a 16-bit PNG"),
+    ("alpha", r"2009_000003.png: a mode LA PNG"),
+    ("1-bit", r"2009_000003.png: a mode 1 PNG"),
+    ("jpeg", r"2009_000003.png: JPEG data, not a PNG"),
+    ("21", r"2009_000003.png: holds label 21; the test server accepts only 0..20"),
+    ("one-row-short", r"2009_000003.png: prediction is 3x2 \(WxH\), its image is 3x3"),
+    ("one-column-long", r"2008_000001.png: prediction is 8x5 \(WxH\), its image is 7x5"),
 ])
 def test_refusals_name_the_file_and_write_nothing(preds, tmp_path, problem, message):
     if problem == "missing":
@@ -78,8 +102,12 @@ def test_refusals_name_the_file_and_write_nothing(preds, tmp_path, problem, mess
         labels = np.zeros((3, 3), np.uint8)
         labels[1, 1] = 255
         write_label_png(preds / "2009_000003.png", labels)
-    else:
+    elif problem == "rgb":
         Image.new("RGB", (4, 6)).save(preds / "2008_000002.png")
+    else:
+        _other_modes(preds / "2009_000003.png", problem)
+        if problem == "one-column-long":
+            write_label_png(preds / "2008_000001.png", np.zeros((5, 8), np.uint8))
     out = tmp_path / "results.tar.gz"
     with pytest.raises(UserError, match=message):
         pack_voc_results(preds, list(SIZES), SIZES, out)

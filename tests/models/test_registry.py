@@ -63,3 +63,17 @@ def test_a_broken_model_module_is_named_when_its_model_is_asked_for(monkeypatch)
     with pytest.raises(UserError, match=r"unknown model 'gone'.*wsss\.models\.gone failed to import \(ImportError"):
         build_model("gone")
     assert build_model("tiny") is not None
+
+
+def test_check_family_accepts_only_networks_of_the_family():
+    seg = list_models(kind="network", family="seg")
+    assert "deeplabv2_resnet101" in seg and "cam" not in seg
+    registry.check_family("deeplabv2_resnet101", "seg")
+    registry.check_family("wsfcn", "single")
+    with pytest.raises(UserError) as info:
+        registry.check_family("cam", "seg", option="seg_infer.model")
+    assert str(info.value) == f"seg_infer.model cam: not a network of the seg family (expected one of {', '.join(seg)})"
+    with pytest.raises(UserError, match="--model tiny: not a network of the tiny family"):
+        registry.check_family("tiny", "tiny")  # a backbone, whose family defaults to its name, is no network
+    with pytest.raises(UserError, match="--model nope"):
+        registry.check_family("nope", "single")

@@ -44,7 +44,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     _, page = demo.run(cfg)
     shot = screenshot(page, os.environ.get("WSSS_SCREENSHOT") or tmp_path / "shot.png")
     assert (shot < 250).any(-1).mean() > 0.1  # not a blank page: the table, charts and overlays are drawn
-    # Every role of the chart (CAM, pseudo labels, final) shows as bars on the screen, at readable size.
+    # The mIoU chart is on the screen: its three role colours (legend patches and bars), at readable size.
     for role, colour in ROLE_COLOURS.items():
         assert _pixels_of(shot, [int(colour[i:i + 2], 16) for i in (1, 3, 5)]) > 100, role
     # Every class swatch of the legend is on the screen in its palette colour (14 x 14 px each).

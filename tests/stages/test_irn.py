@@ -24,6 +24,7 @@ from wsss.errors import UserError
 from wsss.models.weights import load_network
 from wsss.ops.ir_labels import ir_labels_from_cams
 from wsss.ops.irn import propagate_boundaries, semantic_labels
+from wsss.ops.multiscale import scaled_images
 from wsss.stages import cam_infer, crf_labels, irn_infer, irn_train, pipeline_run
 from wsss.stages.cam_train import CamTrainConfig
 from wsss.stages.demo import PIPELINES
@@ -103,7 +104,7 @@ def test_cam_infer_keeps_irn_stride4_cam(toy_data, cam_run, cams):
     # Independently: per scale map(image) + flip(map(flip)), plain bilinear to the 16-rounded size then cropped
     # (high_res) or straight to the stride-4 grid (cam), summed over scales, each class / (max + 1e-5).
     full, small = np.zeros((len(labels), h, w)), np.zeros((len(labels), -(-h // 4), -(-w // 4)))
-    for scaled in cam_infer.scaled_images(image, (1.0, 0.5)):
+    for scaled in scaled_images(image, (1.0, 0.5)):
         x = torch.as_tensor(net.normalization.apply(scaled))[None].float()
         with torch.no_grad():
             pair = net.forward_cam(torch.cat([x, x.flip(-1)])).double().numpy()

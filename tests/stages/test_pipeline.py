@@ -55,6 +55,43 @@ def test_pipeline_chains_skips_and_redoes(toy_data, tmp_path):
     assert [(r.name, r.status) for r in only] == [("cam_infer", "skipped")]
 
 
+def test_reuse_copies_a_complete_twin_and_nothing_else(toy_data, tmp_path):
+    recipe = _cam_recipe(tmp_path)
+    first = _run(recipe, toy_data, tmp_path / "a")
+    # Another run folder: the classifier (same config and inputs) is copied; cam_infer reads another checkpoint
+    # path, so it is a different config and runs.
+    other = _run(recipe, toy_data, tmp_path / "b", reuse=(tmp_path / "a",))
+    assert [r.status for r in other] == ["copied", "ran", "ran"]
+    a, b = (json.loads((tmp_path / d / "cam_train" / "manifest.json").read_text()) for d in "ab")
+    assert a == b and (tmp_path / "b" / "cam_train" / "final.pt").read_bytes() == \
+        (tmp_path / "a" / "cam_train" / "final.pt").read_bytes()
+    assert not list(tmp_path.glob("b/*.reuse-tmp"))
+    assert json.loads((tmp_path / "b" / "eval_cam" / "metrics.json").read_text())["miou"] == \
+        json.loads((tmp_path / "a" / "eval_cam" / "metrics.json").read_text())["miou"]
+    # A different config finds no twin; an existing output is never replaced by a copy.
+    changed = _run(recipe, toy_data, tmp_path / "c", reuse=(tmp_path / "a",), overrides=("cam_train.max_iters=1",))
+    assert changed[0].status == "ran"
+    again = _run(recipe, toy_data, tmp_path / "c", reuse=(tmp_path / "a",))
+    assert again[0].status == "ran"  # c's own (other config) output is redone in place, not copied over
+    # A twin whose input changed since (the data's manifest digest) is not a twin.
+    (tmp_path / "a" / "cam_train" / "manifest.json").write_text(
+        json.dumps({**a, "inputs": {"data": {**a["inputs"]["data"], "manifest_sha256": "0" * 16}}}))
+    assert _run(recipe, toy_data, tmp_path / "d", reuse=(tmp_path / "a",), stop="cam_train")[0].status == "ran"
+
+
+def test_reuse_flag_on_the_command_line(toy_data, tmp_path):
+    recipe = _cam_recipe(tmp_path)
+    _run(recipe, toy_data, tmp_path / "a", stop="cam_train")
+    result = CliRunner().invoke(cli, ["pipeline", "run", str(recipe), "--data", str(toy_data), "--out",
+                                      str(tmp_path / "b"), "--until", "cam_train", "--device", "cpu",
+                                      "--reuse", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert "copied" in result.output
+    missing = CliRunner().invoke(cli, ["pipeline", "run", str(recipe), "--data", str(toy_data), "--out",
+                                       str(tmp_path / "e"), "--reuse", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "nowhere" in missing.output
+
+
 def test_pipeline_failure_names_the_stage_and_keeps_earlier_ones(toy_data, tmp_path):
     recipe = _recipe(tmp_path / "bad.yaml", "bad", [
         {"name": "cam_train", "run": "cam_train", "with": CAM_TRAIN},

@@ -216,7 +216,8 @@ def test_toy_seam_recipe_end_to_end(toy_data, tmp_path):
     """pipelines/toy_seam.yaml with two iterations per training stage (and one scale) on the 64 px toy data."""
     recipe = pipeline_run.load_recipe(PIPELINES / "toy_seam.yaml")
     names = [s["name"] for s in recipe["stages"]]
-    overrides = ["seam_train.max_iters=2", "aff_train.max_iters=2", "aff_train.radius=3"]
+    overrides = ["seam_train.max_iters=2", "seam_train.batch_size=2", "aff_train.max_iters=2",
+                 "aff_train.batch_size=2", "aff_train.radius=3"]
     overrides += [f"{n}.scales=[1.0]" for n in names if n.startswith("seam_infer")]
     overrides += [f"{n}.radius=3" for n in names if n.startswith("aff_infer")]  # 64 px: an 8x8 grid
     results = pipeline_run.run(pipeline_run.PipelineRunConfig(

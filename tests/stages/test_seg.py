@@ -110,6 +110,20 @@ def test_pack_archive_passes_the_server_checks(chain, data):
     assert not list(chain.glob("*.partial"))
 
 
+def test_compare_shows_the_settings_of_the_chain(chain, toy_data, tmp_path):
+    """`wsss compare` on the real chain: init (none: no --init-weights), MS/flip and CRF from the manifests."""
+    from wsss.stages import compare
+
+    run = tmp_path / "run"
+    result = _cli("eval", "--data", toy_data, "--split", "val", "--pred", chain / "seg_infer_val_crf",
+                  "--out", run / "eval_crf")
+    assert result.exit_code == 0, result.output
+    rows = compare.run(compare.CompareConfig(runs=(chain, run)))["val"]
+    assert [(r.evaluated, r.stage, r.init, r.ms_flip, r.crf) for r in rows] == [
+        ("eval_crf", "seg_infer", "none", "1,0.5 + flip, max", "1/3+67/3/4 x10 deeplab_pytorch"),
+        ("eval_val", "seg_infer", "none", "1", "no")]
+
+
 def test_training_never_reads_the_ground_truth(toy_data, labels, data, tmp_path, monkeypatch):
     cfg = seg_train.SegTrainConfig(data=toy_data, labels=labels, out=tmp_path / "a", **TRAIN)
     seg_train.run(cfg)
@@ -243,7 +257,8 @@ def test_train_user_errors_write_nothing(toy_data, data, labels, tmp_path):
     assert_user_error(_cli(*base, "--labels", labels, "--out", out, "--model", "cam"), "--model")
     config = tmp_path / "c.yaml"
     config.write_text("model: cam\n")
-    assert_user_error(_cli(*base, "--labels", labels, "--out", out, "--config", config), "not a segmentation network")
+    assert_user_error(_cli(*base, "--labels", labels, "--out", out, "--config", config),
+                      "not a network of the seg family")
     assert_user_error(_cli(*base, "--split", "train", "--labels", labels, "--out", out, "--init-weights",
                            tmp_path / "nope.pth"), "file not found")
     assert not out.exists()
@@ -269,7 +284,33 @@ def test_infer_and_pack_user_errors_write_nothing(toy_data, chain, tmp_path):
     assert not (tmp_path / "r.tar.gz").exists() and not (tmp_path / "r.zip").exists()
 
 
-@pytest.mark.parametrize("recipe", ["toy_psa.yaml", "psa.yaml"])
+@pytest.mark.parametrize("problem, message", [("16-bit", "a 16-bit PNG"), ("LA", "a mode LA PNG"),
+                                              ("RGB", "a mode RGB PNG"), ("value", "holds label"),
+                                              ("size", "prediction is")])
+def test_pack_refuses_what_the_server_cannot_read(toy_data, data, chain, tmp_path, problem, message):
+    """One line naming the file, exit 2, no archive: a 16-bit or non-P/L PNG (even with valid values), a value
+    above the classes, a map one pixel off its image's size."""
+    import shutil
+
+    pred = shutil.copytree(chain / "seg_infer_val", tmp_path / "pred")
+    image_id = data.ids("val")[0]
+    path = pred / f"{image_id}.png"
+    labels = read_label_png(path)
+    if problem == "16-bit":
+        Image.fromarray(labels.astype(np.uint16)).save(path)
+    elif problem in ("LA", "RGB"):
+        Image.fromarray(labels, mode="L").convert(problem).save(path)
+    elif problem == "value":
+        write_label_png(path, np.full_like(labels, data.num_classes + 1))
+    else:
+        write_label_png(path, labels[:-1])
+    out = tmp_path / "r.tar.gz"
+    result = _cli("seg", "pack", "--data", toy_data, "--pred", pred, "--split", "val", "--out", out)
+    assert_user_error(result, f"{image_id}.png", message)
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("recipe", ["toy_psa.yaml", "psa.yaml", "seam.yaml", "irn.yaml"])
 def test_pipeline_seg_stages_resolve(recipe):
     """The seg stages of the shipped recipes build valid configs (names, values, presets)."""
     from pathlib import Path
@@ -282,3 +323,38 @@ def test_pipeline_seg_stages_resolve(recipe):
         values = {k: (v.replace("${", "").replace("}", "") if isinstance(v, str) else v)
                   for k, v in stage["with"].items()}
         resolve(modules[stage["run"]].STAGE.config, recipe={"data": "d", "out": "o", **values})
+
+
+@pytest.mark.parametrize("name, walk, model", [("psa", "aff_infer", "deeplabv1_resnet38"),
+                                               ("seam", "aff_infer", "deeplabv1_resnet38"),
+                                               ("irn", "irn_infer", "deeplabv2_resnet101")])
+def test_pipeline_ends_with_the_final_segmentation(name, walk, model):
+    """psa.yaml, seam.yaml and irn.yaml end alike: the walk on train_aug -> seg train with the method's preset ->
+    seg infer on val raw and with the CRF (same preset) -> eval of each; nothing runs after."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "pipelines" / f"{name}.yaml"
+    stages = pipeline_run.load_recipe(path)["stages"]
+    by_name = {s["name"]: s for s in stages}
+    tail = [(s["run"], s["name"]) for s in stages[-5:]]
+    assert tail == [("seg_train", "seg_train"), ("seg_infer", "seg_infer_val"), ("seg_infer", "seg_infer_val_crf"),
+                    ("eval", "eval_seg_val"), ("eval", "eval_seg_val_crf")]
+    train = by_name["seg_train"]["with"]
+    source = by_name[train["labels"][2:-1]]
+    assert source["run"] == walk and source["with"]["split"] == train["split"] == "train_aug"
+    assert train["recipe"] == name and "init_weights" not in train
+    raw, crf = by_name["seg_infer_val"]["with"], by_name["seg_infer_val_crf"]["with"]
+    assert raw["recipe"] == crf["recipe"] == name and raw["split"] == crf["split"] == "val"
+    assert raw["weights"] == crf["weights"] == "${seg_train}/final.pt"
+    assert not raw.get("crf", False) and crf["crf"] is True and dict(raw, crf=True) == crf
+    assert by_name["eval_seg_val"]["with"] == {"split": "val", "pred": "${seg_infer_val}"}
+    assert by_name["eval_seg_val_crf"]["with"] == {"split": "val", "pred": "${seg_infer_val_crf}"}
+    config = resolve(seg_train.STAGE.config, recipe={"data": "d", "out": "o", "labels": "l",
+                                                      **{k: v for k, v in train.items() if k != "labels"}})
+    assert config.model == model and config.recipe == name
+    if name == "psa":
+        assert config.head == "psa"
+    if name != "irn":  # the train_aug labels come from the same walk as the evaluated train/val ones
+        walk_val = by_name["aff_infer_val"]["with"]
+        assert all(source["with"][k] == walk_val[k] for k in ("alpha", "beta", "logt"))
+        assert source["with"]["cams"] == by_name["aff_infer_train"]["with"]["cams"]

@@ -13,7 +13,8 @@ import click
 @click.option("--allow-mixed-data", is_flag=True, help="List results on different datasets together.")
 @click.option("--format", "fmt", type=click.Choice(["text", "csv", "json"]), default="text", help="Output format.")
 def compare(runs, split, all_splits, allow_mixed_data, fmt) -> None:
-    """One table of every evaluated artifact in RUNS: method, stage, split, mIoU, best threshold."""
+    """One table of every evaluated artifact in RUNS: method, stage, split, mIoU, best threshold; for final
+    segmentation also init, MS/flip and CRF."""
     from wsss.stages.compare import CompareConfig, format_rows, run
 
     grouped = run(CompareConfig(runs=tuple(runs), split=split, all_splits=all_splits,

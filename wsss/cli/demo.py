@@ -15,7 +15,7 @@ import click
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where to train.")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Data-loading / CRF workers.")
 def demo(out, n_train, n_val, size, device, workers) -> None:
-    """Toy data + the PSA and single-stage pipelines on CPU; prints the comparison table."""
+    """Toy data + every toy pipeline (pipelines/toy_*.yaml) on CPU; prints the comparison table and writes a report."""
     from wsss.cli.options import flags
     from wsss.config import resolve
     from wsss.stages.demo import DemoConfig, run

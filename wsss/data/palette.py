@@ -54,6 +54,10 @@ def read_label_png(path: Path) -> np.ndarray:
     with Image.open(path) as img:
         if img.mode in ("P", "L"):
             return np.array(img, dtype=np.uint8)
-        if img.mode in ("I", "I;16"):
-            return np.array(img).astype(np.uint8)
+        if img.mode in ("I", "I;16", "I;16B"):  # 16/32-bit grayscale: kept only when every value fits in 8 bits
+            values = np.array(img)
+            if values.size and (values.min() < 0 or values.max() > 255):
+                raise ValueError(f"{path}: a {img.mode} label PNG with values up to {int(values.max())} "
+                                 f"(labels must lie in 0..255)")
+            return values.astype(np.uint8)
         raise ValueError(f"{path}: a label PNG must be palette or grayscale, got mode {img.mode}")

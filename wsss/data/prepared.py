@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PIL import Image
 
 from wsss.artifacts import Manifest, read_manifest
+from wsss.data.image_decode import read_rgb
 from wsss.data.palette import read_label_png
 from wsss.data.prepare import IMAGES_FILE, KIND, LABELS_FILE, MASKS_DIR, SPLITS_DIR, palette_from_hex
 from wsss.data.voc import image_file, read_id_list
@@ -112,11 +112,11 @@ class PreparedData:
         return path
 
     def read_image(self, image_id: str) -> np.ndarray:
-        """uint8 (H, W, 3) RGB."""
+        """uint8 (H, W, 3) RGB, Pillow's pixels (JPEGs decoded by torchvision where it gives the same ones, see
+        :mod:`wsss.data.image_decode`)."""
         path = self.image_path(image_id)
         try:
-            with Image.open(path) as img:
-                return np.array(img.convert("RGB"), dtype=np.uint8)
+            return read_rgb(path)
         except OSError as e:
             raise UserError(f"{path}: cannot read the image ({e})") from None
 

@@ -29,10 +29,10 @@ So ``train_aug = VOC train + SBD train + SBD val - VOC val`` has exactly ``T + E
 val) are VOC val images that must be left out, and VOC-train ids in SBD carry an SBD mask that differs from the
 VOC one (SBD's is one pixel coarser and has no 255 band), so "VOC's mask wins" is observable.
 
-Images: what :mod:`wsss.data.toy_world` draws (a dark background; bright near-grey bodies, each carrying a
-part whose saturated colour identifies its class). ``classes`` of the 20 VOC classes are drawn (5 by default,
-each about equally often, their part colours evenly round the hue wheel); the prepared dataset keeps the 20 VOC
-classes, the others simply never occur.
+Images: what :mod:`wsss.data.toy_world` draws (a dark background; one or two bright near-grey bodies, each
+carrying a part whose saturated colour identifies its class). ``classes`` of the 20 VOC classes are drawn (4 by
+default, each about equally often, their part colours 90 degrees apart round the hue wheel, each in its own
+pattern); the prepared dataset keeps the 20 VOC classes, the others simply never occur.
 
 Example:
     >>> write_toy("toy", n_train=200, n_val=50, size=112, seed=0)   # a few seconds
@@ -67,7 +67,7 @@ class ToySplits:
 
 
 def write_toy(root: Path, n_train: int = 200, n_val: int = 50, size: int = 112, seed: int = 0,
-              classes: int = 5) -> ToySplits:
+              classes: int = 4) -> ToySplits:
     """Write a toy VOC 2012 + SBD tree under ``root`` (see the module docstring for the layout and roles).
 
     Args:

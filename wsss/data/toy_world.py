@@ -2,15 +2,16 @@
 in the COCO one): a world in which each step of the weakly-supervised methods has something to do.
 
 * A dark, smooth background of muted colours with grain.
-* 1 to 3 objects, each a bright, near-grey elliptical body with faint stripes, the same for every class but for a
-  barely visible tint of its class colour (saturation <= 0.05), carrying a part disc (radius 0.45 of the body's
-  small radius, halfway to its rim) whose saturated colour and pattern identify the class.
+* 1 or 2 objects with background between them, each a bright, near-grey elliptical body with faint stripes,
+  the same for every class but for a barely visible tint of its class colour (saturation <= 0.05), carrying a
+  part disc (radius 0.45 of the body's small radius, halfway to its rim) whose saturated colour and pattern
+  identify the class.
 
 So a classifier tells the classes apart by the part, and its CAMs peak there and fade over the body (partial
 CAMs, as on photos); the body is one region in appearance, distinct from the background, so that a CRF or learned
 affinities can carry the label from the part to the whole object. Body radii are 0.22..0.34 of the image's short
 side: at 112 px, objects span 5 to 9 cells of a stride-8 grid. Measurements behind these choices (each ablated on
-the demo's recipes) are in ``benchmarks/README.md`` ("The toy world").
+the demo's recipes) are in ``benchmarks/README.md`` (``toy_ablations.py``).
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ BODY_VALUE = (0.6, 0.9)  # brightness range of the bodies ...
 BACKGROUND_LEVELS = (25, 110)  # ... on a background of these grey levels
 BODY_RADII = (0.22, 0.34)  # body radii as fractions of the image's short side
 PART_RADIUS = 0.45  # part radius as a fraction of the body's small radius
+OBJECTS = (1, 2)  # objects per image, inclusive range
+GAP = 0.05  # at least this much background between two bodies, as a fraction of the image's short side
 
 
 @dataclass(frozen=True)
@@ -66,14 +69,15 @@ class _ClassCycle:
 
 
 def _part_colours() -> np.ndarray:
-    """(20, 3) float: one saturated colour per class, hues spread round the wheel (class ``c`` at step ``7c mod 20``)."""
+    """(20, 3) float: one saturated colour per class, hues round the wheel (class ``c`` at step ``7c mod 20``)."""
     hues = (np.arange(NUM_CLASSES) * 7 % NUM_CLASSES) / NUM_CLASSES
     return np.array([colorsys.hsv_to_rgb(h, 0.9, 0.95) for h in hues]) * 255.0
 
 
 PART_COLOURS = _part_colours()
-# Classes in drawing order: the first k have part hues spread evenly (k = 5: 72 degrees apart; k = 10: 36).
-_HUE_STEPS = (0, 4, 8, 12, 16, 2, 6, 10, 14, 18, 1, 5, 9, 13, 17, 3, 7, 11, 15, 19)
+# Classes in drawing order: the first 2 have part hues 180 degrees apart, the first 4 90 degrees apart (each
+# with its own pattern), so that the +-36 degrees of the references' hue jitter never turn one into another.
+_HUE_STEPS = (0, 10, 5, 15, 2, 12, 7, 17, 4, 14, 9, 19, 1, 11, 6, 16, 3, 13, 8, 18)
 DRAW_ORDER = tuple(3 * h % NUM_CLASSES for h in _HUE_STEPS)  # 3 * 7 = 1 (mod 20): the class at hue step h
 
 
@@ -85,10 +89,10 @@ def _draw_image(rng: np.random.Generator, size: int, cycle: _ClassCycle) -> tupl
     low = 0.15 * low + 0.85 * low.mean(axis=2, keepdims=True)  # muted colours: the saturated parts stand out
     image = np.asarray(Image.fromarray(low.astype(np.uint8)).resize((w, h), Image.BILINEAR), np.float32)
     image += rng.normal(0, 6, size=image.shape)
-    objects = _place_objects(rng, h, w, cycle.take(int(rng.integers(1, 4))))
+    objects = _place_objects(rng, h, w, cycle.take(int(rng.integers(OBJECTS[0], OBJECTS[1] + 1))))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     for obj in objects:
-        body = ((yy - obj.cy) / obj.ry) ** 2 + ((xx - obj.cx) / obj.rx) ** 2 <= 1.0
+        body = _ellipse(yy, xx, obj.cy, obj.cx, obj.ry, obj.rx)
         hue = colorsys.rgb_to_hsv(*(PART_COLOURS[obj.cls % NUM_CLASSES] / 255.0))[0]
         base = 255.0 * np.array(colorsys.hsv_to_rgb(hue, rng.uniform(*BODY_TINT), rng.uniform(*BODY_VALUE)))
         stripes = 12 * np.sin(xx[body] * 0.7 + yy[body] * 0.4 + rng.uniform(0, 6.3))
@@ -116,16 +120,28 @@ def _part_texture(cls: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     return np.where(on[:, None], colour[None, :], 0.35 * colour[None, :])
 
 
+def _ellipse(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+    """Bool mask of the pixels (``yy``, ``xx`` grids) inside an ellipse."""
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+
+
 def _place_objects(rng: np.random.Generator, h: int, w: int, classes: list[int]) -> list[ToyObject]:
-    """Ellipses that overlap little (rejection sampling), each with a part disc inside, halfway to its rim."""
+    """Ellipses with background between them (rejection sampling, shrinking the body after each failed try; an
+    object that finds no room in 30 tries is left out), each with a part disc inside, halfway to its rim."""
     m = min(h, w)
+    gap = GAP * m
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    taken = np.zeros((h, w), bool)
     objects: list[ToyObject] = []
     for cls in classes:
-        for _ in range(30):
-            ry, rx = rng.uniform(*BODY_RADII, size=2) * m
+        for attempt in range(30):
+            ry, rx = rng.uniform(*BODY_RADII, size=2) * m * 0.98 ** attempt  # smaller and smaller until it fits
             cy, cx = rng.uniform(ry, h - ry), rng.uniform(rx, w - rx)
-            if all(np.hypot(cy - o.cy, cx - o.cx) > 0.75 * (max(ry, rx) + max(o.ry, o.rx)) for o in objects):
+            if not (taken & _ellipse(yy, xx, cy, cx, ry + gap, rx + gap)).any():
                 break
+        else:
+            continue
+        taken |= _ellipse(yy, xx, cy, cx, ry, rx)
         angle = rng.uniform(0, 2 * np.pi)
         pr = max(2.0, PART_RADIUS * min(ry, rx))
         py, px = cy + 0.5 * ry * np.sin(angle), cx + 0.5 * rx * np.cos(angle)
@@ -139,8 +155,8 @@ def _label_maps(h: int, w: int, objects: list[ToyObject]) -> tuple[np.ndarray, n
     classes = np.zeros((h, w), np.uint8)
     instances = np.zeros((h, w), np.uint8)
     for n, obj in enumerate(objects, start=1):
-        body = ((yy - obj.cy) / obj.ry) ** 2 + ((xx - obj.cx) / obj.rx) ** 2 <= 1.0
-        shape = body | ((yy - obj.py) ** 2 + (xx - obj.px) ** 2 <= obj.pr ** 2)
+        part = (yy - obj.py) ** 2 + (xx - obj.px) ** 2 <= obj.pr ** 2
+        shape = _ellipse(yy, xx, obj.cy, obj.cx, obj.ry, obj.rx) | part
         classes[shape] = obj.cls + 1
         instances[shape] = n
     return classes, instances

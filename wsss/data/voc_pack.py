@@ -8,7 +8,8 @@ Layout (VOCdevkit ``VOCinit.m`` / ``VOCevalseg.m``), a gzip-compressed tar roote
 server's evaluator reads each PNG's **indices**, errors on a value above 20 (so no 255) or on a size other than the
 image's. Every PNG is therefore re-encoded here as an indexed ('P') PNG with the VOC colour map (RGB PNGs or
 adaptive palettes give wrong indices), after checking: exactly the given ids (none missing, none extra), each
-prediction the size of its image, values in 0..num_classes-1. Nothing is written unless every check passes.
+prediction an 8-bit 'P' or 'L' PNG (16-bit and other modes are refused) of exactly its image's size, values in
+0..num_classes-1. Nothing is written unless every check passes.
 
 Example (``sizes`` maps each id to its image's (H, W))::
 
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+from PIL import Image
 
 from wsss.data.palette import VOC_PALETTE, read_label_png, write_label_png
 from wsss.errors import UserError
@@ -37,6 +39,7 @@ VOC_NUM_CLASSES = 21
 VOC2012_TEST_COUNT = 1456
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 SHOW = 3  # ids named per problem
+LABEL_MODES = ("P", "L")  # PIL modes whose 8-bit values are the labels (16-bit ones would be cut to 8 bits)
 
 
 def result_folder(comp: str = "comp6", testset: str = "test") -> str:
@@ -84,12 +87,22 @@ def checked_png(path: Path, size: tuple, num_classes: int) -> bytes:
         The PNG bytes to archive.
 
     Raises:
-        UserError: naming the file, for an unreadable or RGB PNG, a wrong size or an out-of-range value.
+        UserError: naming the file, for an unreadable file or one that is not a PNG, a mode other than 8-bit
+            palette ('P') or grayscale ('L') (RGB, 16-bit, 1-bit, with alpha...), a wrong size or an out-of-range
+            value.
     """
     try:
+        with Image.open(path) as image:
+            mode, fmt = image.mode, image.format
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the PNG ({e})") from None
+    if fmt != "PNG":
+        raise UserError(f"{path}: {fmt} data, not a PNG (lossy formats change label values)")
+    if mode not in LABEL_MODES:
+        kind = "a 16-bit" if mode.startswith("I;16") else f"a mode {mode}"
+        raise UserError(f"{path}: {kind} PNG; the test server takes 8-bit palette ('P') or grayscale ('L') indices")
+    try:
         labels = read_label_png(path)
-    except ValueError as e:
-        raise UserError(f"{e} (expected the indices of a palette or grayscale PNG)") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read the PNG ({e})") from None
     if labels.shape != tuple(size):

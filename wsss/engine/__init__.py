@@ -18,8 +18,9 @@ What you get: poly LR (power 0.9) with per-group ``lr_mult``; SGD (optionally PS
 ``RUN/last.pt`` for resume (``--resume`` or automatically for a partial run of the same config), ``RUN/final.pt``
 and ``RUN/best_e{E}_s{score}.pt``; ``log.jsonl`` + TensorBoard (``RUN/tb``) + progress bar; NaN/inf loss stops with
 a :class:`~wsss.errors.UserError` naming the iteration; DDP under ``torchrun`` (NCCL on CUDA, gloo on CPU) with a
-global batch size split across processes; ``--amp bf16|fp16``. The train module may define ``set_epoch(epoch)``
-(called at each epoch start) and ``visuals(batch)`` (images for TensorBoard).
+global batch size split across processes; ``--amp bf16|fp16`` (fp16 on CUDA only), ``--channels-last`` and
+``--grad-checkpoint`` (the backbone's blocks recomputed in the backward pass). The train module may define
+``set_epoch(epoch)`` (called at each epoch start) and ``visuals(batch)`` (images for TensorBoard).
 
 Checkpoint format: ``{"model", "model_kwargs", "state_dict", "config", "epoch", "iteration", "optimizer",
 "rng"}``; read with :func:`wsss.engine.checkpoint.load_checkpoint`.

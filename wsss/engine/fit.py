@@ -1,21 +1,21 @@
 """``fit()``: what every training stage's ``run()`` calls. Opens the run folder, resumes, trains, completes."""
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from wsss.artifacts import Manifest, read_manifest
 from wsss.config import identity, to_dict
 from wsss.engine.config import TrainConfig
 from wsss.engine.distributed import barrier, init_distributed, open_output
 from wsss.engine.hooks import Validation
-from wsss.engine.trainer import Trainer
+from wsss.engine.trainer import Trainer, autocast_dtype
 from wsss.errors import UserError
 from wsss.process import LOG, setup
 
 
 def fit(cfg: TrainConfig, *, stage: str, build: Callable[[], tuple], model_name: str, model_kwargs: dict,
         split: Optional[str] = None, inputs: Optional[dict] = None,
-        validate: Optional[Callable] = None, collate_fn=None) -> Manifest:
+        validate: Optional[Callable] = None, collate_fn=None, classes: Optional[Sequence[str]] = None) -> Manifest:
     """Train into ``cfg.out`` and return its ``checkpoint`` manifest.
 
     Args:
@@ -23,6 +23,8 @@ def fit(cfg: TrainConfig, *, stage: str, build: Callable[[], tuple], model_name:
             ``(train_module, dataset)`` or ``(train_module, dataset, hooks)`` with the stage's own hooks.
         validate: ``network -> dict`` of metrics (``score`` selects the best checkpoint), run on rank 0; the
             same as a :class:`~wsss.engine.hooks.Validation` hook.
+        classes: the dataset's foreground class names, recorded in every checkpoint (inference stages refuse a
+            dataset with another list).
 
     A complete run folder of the same config is left alone; a partial one resumes from its ``last.pt``;
     anything else is refused unless ``cfg.overwrite``.
@@ -30,6 +32,7 @@ def fit(cfg: TrainConfig, *, stage: str, build: Callable[[], tuple], model_name:
     if cfg.out is None:
         raise UserError("--out is required")
     device = setup(cfg.seed, cfg.device)
+    autocast_dtype(cfg.amp, device)  # --amp fp16 on a CPU: refused before anything is built
     dist = init_distributed(device)
     # Build (and so validate) everything before the output folder is touched: a config error must neither
     # leave a partial marker behind nor, with --overwrite, remove the previous run first.
@@ -38,7 +41,8 @@ def fit(cfg: TrainConfig, *, stage: str, build: Callable[[], tuple], model_name:
     if validate is not None:
         hooks.append(Validation(validate))
     trainer = Trainer(cfg, module, dataset, run_dir=cfg.out, model_name=model_name, model_kwargs=model_kwargs,
-                      config_dict=to_dict(cfg), device=device, dist=dist, hooks=hooks, collate_fn=collate_fn)
+                      config_dict=to_dict(cfg), device=device, dist=dist, hooks=hooks, collate_fn=collate_fn,
+                      classes=classes)
     out = open_output(cfg.out, dist, kind="checkpoint", stage=stage, config=identity(cfg), inputs=inputs or {},
                       overwrite=bool(cfg.overwrite))
     if out.state == "done":

@@ -6,11 +6,20 @@ atomic items in the artifact kind's format), the manifest last.
 A stage declares ``name``, ``config``, ``kind`` (the artifact it writes), ``model`` (the registry name of the
 network it loads, or None for none) and :meth:`InferenceStage.predict` (one id -> one item value: ``(cams,
 classes)`` for ``cam``, an (H, W) uint8 map for ``label``); optionally :meth:`check_inputs`, :meth:`input_artifacts`,
-:meth:`settle` (config values that depend on the loaded network), :meth:`compute` (to batch or parallelise over
-ids) and :meth:`after` (a follow-up artifact).
+:meth:`settle` (config values that depend on the loaded network), :meth:`InferenceStage.load` (the CPU-side part of
+an id: decoding, resizing, normalising), :meth:`compute` (to batch or parallelise over ids) and :meth:`after` (a
+follow-up artifact).
+
+The network passes run under ``torch.inference_mode``; with ``--workers N > 0`` the ``load`` of the next ids runs
+in N DataLoader worker processes while the main process runs the network on the current one (items are still
+written in the order of the ids; ``--workers 0`` loads in the main process, just before each ``predict``).
+``--channels-last`` runs the network in channels-last memory format (outputs equal within 1e-5 in fp32) and
+``--amp`` its forward under bf16 autocast (CUDA only; its outputs are cast back to fp32 for what follows, which
+then differs from the fp32 run by bf16 rounding).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional
@@ -19,6 +28,7 @@ from wsss.artifacts import ITEM_SUFFIX, Manifest, OutputDir, input_record, read_
 from wsss.artifacts.items import FORMATS
 from wsss.config import identity, option, runtime
 from wsss.engine.distributed import DistInfo, barrier, init_distributed, open_output, shard
+from wsss.engine.infer_runtime import check_amp, loaded_items, prepare_network
 from wsss.errors import UserError
 from wsss.process import LOG, setup
 
@@ -69,21 +79,22 @@ class NetworkInferConfig(InferStageConfig):
 
     weights: Optional[Path] = option(None, "Our checkpoint, or the original authors' released file.", required=True)
     backbone: Optional[str] = option(None, "Backbone of an original (non-wsss) weights file.", type="backbone")
+    channels_last: bool = runtime(False, "Run the network in channels-last memory format (fp32 outputs equal within "
+                                         "1e-5; faster on some machines).", type="flag")
+    amp: bool = option(False, "bf16 autocast on CUDA (faster; outputs change by bf16 rounding).", type="flag")
 
 
 @dataclasses.dataclass
 class Context:
-    """What :meth:`InferenceStage.predict` gets: the config, the dataset, the device and the network."""
+    """What :meth:`InferenceStage.predict` gets: the config, the dataset, the device, the network and its input
+    normalisation. :meth:`InferenceStage.load` gets the same without the network (``network`` None)."""
 
     cfg: Any
     data: Any
     device: Any
     dist: DistInfo
     network: Any = None
-
-    @property
-    def normalization(self):
-        return self.network.normalization
+    normalization: Any = None
 
 
 class InferenceStage:
@@ -113,13 +124,31 @@ class InferenceStage:
         """The config with what depends on the loaded network filled in (e.g. per-backbone defaults)."""
         return cfg
 
-    def predict(self, ctx: Context, image_id: str) -> Any:
+    def load(self, ctx: Context, image_id: str) -> Any:
+        """Optional: the CPU-side inputs of one id (image, labels, the scaled and normalised network inputs), run
+        in a worker process when ``--workers`` > 0. ``ctx.network`` is None here. A stage that defines it gets the
+        result as the third argument of :meth:`predict`. Tensors, NumPy arrays and plain containers of them."""
+        raise NotImplementedError
+
+    def predict(self, ctx: Context, image_id: str, loaded: Any = None) -> Any:
+        """One id -> its item value; ``loaded`` is :meth:`load`'s result for a stage that defines ``load``."""
         raise NotImplementedError(f"{type(self).__name__} must define predict(ctx, image_id)")
 
+    @property
+    def has_load(self) -> bool:
+        return type(self).load is not InferenceStage.load
+
     def compute(self, ctx: Context, todo: list) -> Iterator[tuple[str, Any]]:
-        """``(id, item value)`` for every id of ``todo``; by default one :meth:`predict` per id, in order."""
-        for image_id in todo:
-            yield image_id, self.predict(ctx, image_id)
+        """``(id, item value)`` for every id of ``todo``, in order: one :meth:`predict` per id (of a network stage
+        under ``torch.inference_mode``), fed by :func:`~wsss.engine.infer_runtime.loaded_items` for a stage with
+        a :meth:`load` step."""
+        import torch
+
+        items = loaded_items(self, ctx, todo) if self.has_load else ((image_id, None) for image_id in todo)
+        for image_id, loaded in items:
+            with torch.inference_mode() if ctx.network is not None else contextlib.nullcontext():
+                value = self.predict(ctx, image_id, loaded) if self.has_load else self.predict(ctx, image_id)
+            yield image_id, value
 
     def manifest_extra(self, ctx: Context) -> dict:
         return {"classes": list(ctx.data.classes)}
@@ -150,12 +179,18 @@ class InferenceStage:
         if self.model is not None and not Path(cfg.weights).is_file():
             raise UserError(f"--weights {cfg.weights}: file not found")
         data = open_dataset(cfg.data)
+        if self.model is not None:  # a checkpoint trained on another class list: refused, naming both
+            from wsss.engine.checkpoint import check_classes
+
+            check_classes(cfg.weights, data.classes, cfg.data)
         ids = data.ids(cfg.split)
         self.check_inputs(cfg, data, ids)
         device = setup(cfg.seed, cfg.device)
+        check_amp(cfg, device)
         ctx = Context(cfg, data, device, init_distributed(device))
         if self.model is not None:
-            ctx.network = self.load_network(cfg, data).to(device).eval()
+            ctx.network = prepare_network(self.load_network(cfg, data), cfg, device)
+            ctx.normalization = ctx.network.normalization
             ctx.cfg = cfg = self.settle(cfg, ctx.network)
         inputs = {"data": input_record(cfg.data)}
         inputs.update({key: input_record(path) for key, path in self.input_artifacts(cfg).items()})

@@ -2,7 +2,9 @@
 
 The order of epoch ``e`` is a permutation drawn from ``seed + e``; global batch ``b`` is split between ranks by
 position, so the global batches do not depend on the number of processes. Each sample's augmentation draws
-from generators seeded by ``(seed, epoch, index)``, in the main process or in a worker alike.
+from generators seeded by ``(seed, epoch, index)``, in the main process or in a worker alike. The sampler hands out
+``(epoch, index)`` keys, so DataLoader workers that persist across epochs (holding their own copy of the dataset)
+still know the epoch.
 """
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ from torch.utils.data import Dataset, Sampler
 
 
 class SeededDataset(Dataset):
-    """Wrap a dataset so item ``i`` of epoch ``e`` is augmented identically whenever it is loaded."""
+    """Wrap a dataset so item ``i`` of epoch ``e`` is augmented identically whenever it is loaded.
+
+    A key is ``(epoch, index)`` (what :class:`EpochBatchSampler` yields) or a plain index of epoch ``self.epoch``.
+    """
 
     def __init__(self, dataset: Dataset, seed: int):
         self.dataset, self.seed, self.epoch = dataset, seed, 0
@@ -23,8 +28,9 @@ class SeededDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int):
-        item_seed = (self.seed * 1_000_003 + self.epoch * 10_007 + index) % 2**31
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        item_seed = (self.seed * 1_000_003 + epoch * 10_007 + index) % 2**31
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
             random.seed(item_seed)
@@ -38,7 +44,7 @@ class SeededDataset(Dataset):
 
 
 class EpochBatchSampler(Sampler):
-    """Yields this rank's index lists for the global batches of one epoch, from batch ``start`` on."""
+    """Yields this rank's ``(epoch, index)`` lists for the global batches of one epoch, from batch ``start`` on."""
 
     def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int, shuffle: bool = True):
         if global_batch % world:
@@ -59,7 +65,7 @@ class EpochBatchSampler(Sampler):
     def __len__(self) -> int:
         return self.batches_per_epoch - self.start
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.n, generator=g).tolist()
@@ -68,4 +74,4 @@ class EpochBatchSampler(Sampler):
         per_rank = self.global_batch // self.world
         for b in range(self.start, self.batches_per_epoch):
             batch = order[b * self.global_batch:(b + 1) * self.global_batch]
-            yield batch[self.rank * per_rank:(self.rank + 1) * per_rank]
+            yield [(self.epoch, i) for i in batch[self.rank * per_rank:(self.rank + 1) * per_rank]]

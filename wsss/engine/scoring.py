@@ -7,7 +7,7 @@ differs from their ground truth are collected and reported together, not one at 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from wsss.ops.cam import cams_to_labels, threshold_sweep_confusions
 from wsss.ops.confusion import confusion_matrix
 
 BACKEND = "multiprocessing"  # joblib backend for --workers > 1 (fork on Linux); see benchmarks/README.md
+RESULT_BUDGET = 64 * 2 ** 20  # bytes of chunk results held at once before they are summed
 
 
 class _SizeMismatch(Exception):
@@ -68,15 +69,38 @@ def _score_chunk(jobs: list, n: int, fn, **kwargs) -> tuple[Optional[np.ndarray]
     return total, mismatched
 
 
+def _group_size(workers: int, n: int, kwargs: dict) -> int:
+    """Chunks per pool call: as many as :data:`RESULT_BUDGET` holds of their results, at least 4 per worker."""
+    per_result = 8 * n * (n + 1) * len(kwargs.get("thresholds", (None,)))  # int64 (N, N + 1), per threshold
+    return max(4 * max(1, workers), RESULT_BUDGET // per_result)
+
+
 def in_parallel(fn, jobs: list, workers: int, n: int, **kwargs) -> tuple[Optional[np.ndarray], list[str]]:
-    """Run ``fn`` over ``jobs`` in chunks on ``workers`` (0 = here); returns (summed counts, size mismatches)."""
+    """Run ``fn`` over ``jobs`` in chunks on ``workers`` (0 = here); returns (summed counts, size mismatches).
+
+    Streaming: the chunks' counts are summed group by group (one pool call per group of :func:`_group_size`
+    chunks, on one pool), so memory holds the total and at most one group of chunk results, whatever the number
+    of ids. Holding every chunk's result instead would keep, for a 40k-image COCO val swept over 61 thresholds,
+    625 stacks of 61 x 81 x 81 int64 (2 GB).
+    """
     size = max(1, min(64, -(-len(jobs) // max(1, 4 * workers))))
     chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
-    if workers <= 1 or len(chunks) == 1:
-        parts = [_score_chunk(c, n, fn, **kwargs) for c in chunks]
-    else:
-        from joblib import Parallel, delayed
+    total, mismatched = None, []
 
-        parts = Parallel(n_jobs=workers, backend=BACKEND)(delayed(_score_chunk)(c, n, fn, **kwargs) for c in chunks)
-    counts = [p[0] for p in parts if p[0] is not None]
-    return (sum(counts[1:], counts[0]) if counts else None), [m for p in parts for m in p[1]]
+    def add(parts: Iterable) -> None:
+        nonlocal total
+        for counts, missed in parts:
+            mismatched.extend(missed)
+            if counts is not None:
+                total = counts if total is None else np.add(total, counts, out=total)
+
+    if workers <= 1 or len(chunks) == 1:
+        add(_score_chunk(c, n, fn, **kwargs) for c in chunks)
+        return total, mismatched
+    from joblib import Parallel, delayed
+
+    group = _group_size(workers, n, kwargs)
+    with Parallel(n_jobs=workers, backend=BACKEND) as pool:
+        for start in range(0, len(chunks), group):
+            add(pool(delayed(_score_chunk)(c, n, fn, **kwargs) for c in chunks[start:start + group]))
+    return total, mismatched

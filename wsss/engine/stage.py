@@ -127,7 +127,7 @@ class TrainingStage:
         if cfg.init_weights is not None:
             inputs["init_weights"] = {"path": str(Path(cfg.init_weights).resolve())}
         return fit(cfg, stage=self.name, build=build, model_name=name, model_kwargs=kwargs, split=cfg.split,
-                   inputs=inputs)
+                   inputs=inputs, classes=data.classes)
 
     def _build(self, cfg, data, name: str, kwargs: dict) -> tuple:
         """The network (built once, init weights loaded), its train module, the dataset and the stage's hooks."""

@@ -9,6 +9,10 @@ A train module is an ``nn.Module`` with
 Hooks (LR schedule, checkpointing, logging, and a stage's own, e.g. validation) run around each step; see
 :mod:`wsss.engine.hooks`. Their state (e.g. the best validation score) is saved in ``last.pt`` and restored on
 resume.
+
+Speed options (``benchmarks/train_speed.py`` measures them): ``--amp bf16`` (autocast, CUDA or CPU) or ``fp16``
+(autocast + ``GradScaler``, whose state goes into ``last.pt``; CUDA only); ``--channels-last`` (network and image
+batches in that layout); ``--grad-checkpoint`` (:func:`wsss.models.backbone.enable_grad_checkpoint`).
 """
 from __future__ import annotations
 
@@ -21,13 +25,35 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from wsss.engine import hooks as H
-from wsss.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from wsss.engine.config import TrainConfig
+from wsss.engine.checkpoint import check_classes, load_checkpoint, save_checkpoint, set_rng_state
+from wsss.engine.config import TrainConfig, check_amp
 from wsss.engine.distributed import DistInfo, any_true
 from wsss.engine.sampling import EpochBatchSampler, SeededDataset
 from wsss.engine.schedule import build_optimizer
 from wsss.errors import UserError
+from wsss.models.backbone import enable_grad_checkpoint
 from wsss.process import LOG
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(amp: Optional[str], device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype of ``--amp`` on ``device`` (None = fp32); fp16 off CUDA and bf16 on a GPU without it are
+    :class:`UserError`."""
+    check_amp(amp, device.type)
+    if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError(f"--amp bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; use --amp fp16")
+    return AMP_DTYPES.get(amp or "")
+
+
+def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
+    """The batch's tensors on ``device``; with ``channels_last``, the 4-D floating ones (images) in that layout."""
+    def move(v: torch.Tensor) -> torch.Tensor:
+        if channels_last and v.dim() == 4 and v.is_floating_point():
+            return v.to(device, memory_format=torch.channels_last, non_blocking=True)
+        return v.to(device, non_blocking=True)
+
+    return {k: move(v) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 @dataclasses.dataclass
@@ -48,17 +74,26 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, module: torch.nn.Module, dataset: Dataset, *, run_dir: Path,
                  model_name: str, model_kwargs: dict, config_dict: dict, device: torch.device, dist: DistInfo,
-                 hooks: Sequence[H.Hook] = (), collate_fn=None):
+                 hooks: Sequence[H.Hook] = (), collate_fn=None, classes: Optional[Sequence[str]] = None):
+        self.amp_dtype = autocast_dtype(cfg.amp, device)
         self.cfg, self.module, self.device, self.dist = cfg, module.to(device), device, dist
+        if cfg.channels_last:
+            module.to(memory_format=torch.channels_last)
+        if cfg.grad_checkpoint and not enable_grad_checkpoint(module):
+            LOG.warning("--grad-checkpoint: %s has no backbone that supports it; training without",
+                        type(getattr(module, "network", module)).__name__)
         self.run_dir, self.model_name, self.model_kwargs = Path(run_dir), model_name, model_kwargs
         self.config_dict = config_dict
+        self.classes = None if classes is None else [str(c) for c in classes]  # recorded in every checkpoint
         self.dataset = SeededDataset(dataset, cfg.seed)
         try:
             self.sampler = EpochBatchSampler(len(dataset), cfg.batch_size, dist.rank, dist.world_size, cfg.seed)
         except ValueError as e:
             raise UserError(f"--batch-size {cfg.batch_size}: {e}") from None
+        # Pinned host memory only feeds a GPU; workers persist across epochs (the sampler hands them the epoch).
         self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=cfg.workers,
                                  collate_fn=collate_fn, pin_memory=device.type == "cuda",
+                                 persistent_workers=cfg.workers > 0,
                                  generator=torch.Generator().manual_seed(cfg.seed))  # not the global RNG
         self.state = TrainState(iters_per_epoch=self.sampler.batches_per_epoch // cfg.accum_steps)
         if self.state.iters_per_epoch < 1:
@@ -95,7 +130,7 @@ class Trainer:
                             epoch=self.state.epoch, iteration=self.state.iteration,
                             optimizer=self.optimizer.state_dict() if with_optimizer else None,
                             extra={**(extra or {}), **(self._resume_state() if with_optimizer else {})},
-                            with_rng=with_optimizer)
+                            with_rng=with_optimizer, classes=self.classes)
         return path
 
     def _resume_state(self) -> dict:
@@ -109,6 +144,8 @@ class Trainer:
         ckpt = load_checkpoint(path)
         if ckpt["model"] != self.model_name:
             raise UserError(f"{path}: checkpoint of model {ckpt['model']!r}, this run trains {self.model_name!r}")
+        if self.classes is not None:
+            check_classes(path, self.classes, self.config_dict.get("data"), option="resume:")
         self.module.network.load_state_dict(ckpt["state_dict"])
         if "optimizer" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -124,13 +161,13 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------------------- loop
     def _to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        return to_device(batch, self.device, self.cfg.channels_last)
 
     def _forward(self, batch: dict) -> dict:
         """The module's losses on one forward batch; a non-finite loss stops the run (UserError)."""
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.amp or "")
-        with torch.autocast(self.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            losses = self.model(self._to_device(batch))
+        batch = self._to_device(batch)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            losses = self.model(batch)
         loss = losses["loss"]
         if any_true(not bool(torch.isfinite(loss.detach()).all()), self.device):
             last = self.run_dir / "last.pt"

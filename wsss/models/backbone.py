@@ -20,13 +20,22 @@ Freezing, as the references do in training mode: ``freeze_bn`` keeps every Batch
 running statistics) with its affine parameters frozen; ``frozen`` names the early blocks whose parameters get
 ``requires_grad=False``. Frozen parameters are in no learning-rate group. ``None`` selects the backbone's
 reference default.
+
+Gradient checkpointing (``--grad-checkpoint`` of the training commands, :func:`enable_grad_checkpoint`): a backbone
+with ``checkpoint_blocks`` runs each residual block through :meth:`Backbone.run_block`, which, while gradients are
+recorded, keeps only the block's input and recomputes its inside during the backward pass
+(``torch.utils.checkpoint`` without re-entrance). Dropout draws the same masks again (the RNG state is restored) and
+training-mode BatchNorm does not count the recomputation in its running statistics, so gradients and buffers are
+those of the plain forward; only memory and time change.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import contextlib
+from typing import Iterator, Optional, Sequence
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from wsss.errors import UserError
 from wsss.models.normalization import Normalization, normalization_for
@@ -59,6 +68,8 @@ class Backbone(nn.Module):
     default_frozen: tuple = ()
     default_freeze_bn: bool = True
     init_drop: tuple = ()
+    checkpoint_blocks: bool = False
+    grad_checkpoint: bool = False
 
     def __init__(self, *, freeze_bn: Optional[bool] = None, frozen: Optional[Sequence[str]] = None):
         super().__init__()
@@ -103,8 +114,44 @@ class Backbone(nn.Module):
         """Learning-rate groups of the backbone alone (every parameter counts as pretrained)."""
         return param_groups(self, lr, weight_decay, mults=self.lr_mults)
 
+    def run_block(self, block: nn.Module, *inputs: torch.Tensor):
+        """``block(*inputs)``; with ``grad_checkpoint`` set and gradients recorded, checkpointed: its activations are
+        recomputed in the backward pass instead of being kept (see the module docstring)."""
+        if not (self.grad_checkpoint and torch.is_grad_enabled()):
+            return block(*inputs)
+        return checkpoint(block, *inputs, use_reentrant=False,
+                          context_fn=lambda: (contextlib.nullcontext(), kept_norm_statistics(block)))
+
     def check_input(self, x: torch.Tensor) -> None:
         """Raise a clear ``ValueError`` unless ``x`` is a (B, 3, H, W) floating tensor."""
         if x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
             raise ValueError(f"{self.name}: expected a float (B, 3, H, W) image batch, got "
                              f"{tuple(x.shape)} {x.dtype}")
+
+
+@contextlib.contextmanager
+def kept_norm_statistics(module: nn.Module) -> Iterator[None]:
+    """Run the body, then put back the running statistics of ``module``'s training-mode BatchNorms (a checkpoint's
+    recomputation must not update them a second time)."""
+    saved = [(m, [b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)])
+             for m in module.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, count) in saved:
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+
+
+def enable_grad_checkpoint(module: nn.Module, enabled: bool = True) -> list[str]:
+    """Set gradient checkpointing on every backbone inside ``module`` that supports it; returns their names (empty
+    when none does: the network then trains as before)."""
+    names = []
+    for m in module.modules():
+        if isinstance(m, Backbone) and m.checkpoint_blocks:
+            m.grad_checkpoint = bool(enabled)
+            names.append(m.name)
+    return names

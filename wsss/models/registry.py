@@ -132,6 +132,19 @@ def list_models(kind: Optional[str] = None, family: Optional[str] = None) -> lis
                   if (kind is None or e.kind == kind) and (family is None or e.family == family))
 
 
+def check_family(name: str, family: str, option: str = "--model") -> None:
+    """Refuse ``name`` unless it is a registered network of ``family`` (the check click's choice makes on the
+    command line, for values from a ``--config`` file or a recipe).
+
+    Raises:
+        UserError: naming ``option``, the value and the family's networks.
+    """
+    models = list_models(kind="network", family=family)
+    if name not in models:
+        raise UserError(f"{option} {name}: not a network of the {family} family (expected one of "
+                        f"{', '.join(models) or 'none registered'})")
+
+
 def build_model(name: str, **kwargs: Any):
     """Build the registered model ``name`` with keyword arguments.
 

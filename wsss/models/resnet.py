@@ -41,6 +41,7 @@ class ResNetBackbone(Backbone):
     default_frozen = ("conv1", "bn1")
     default_freeze_bn = True
     init_drop = ("fc.weight", "fc.bias")
+    checkpoint_blocks = True  # each Bottleneck of layer1..layer4 (see Backbone.run_block)
 
     def __init__(self, *, output_stride: int = 8, dilate: bool = True, freeze_bn: Optional[bool] = None,
                  frozen: Optional[Sequence[str]] = None):
@@ -68,10 +69,12 @@ class ResNetBackbone(Backbone):
         """x: (B, 3, H, W) normalised RGB -> taps (see the class docstring)."""
         self.check_input(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        conv3 = self.layer1(x)
-        conv4 = self.layer2(conv3)
-        conv5 = self.layer3(conv4)
-        conv6 = self.layer4(conv5)
+        outs = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                x = self.run_block(block, x)
+            outs.append(x)
+        conv3, conv4, conv5, conv6 = outs
         return {"conv3": conv3, "conv4": conv4, "conv5": conv5, "conv6": conv6, "out": conv6}
 
     def torchvision_weights(self):

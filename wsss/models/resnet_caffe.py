@@ -120,6 +120,7 @@ class ResNet101Caffe(Backbone):
     default_frozen = ()
     default_freeze_bn = True
     init_drop = ("fc.weight", "fc.bias")
+    checkpoint_blocks = True  # the stem and each bottleneck (see Backbone.run_block)
 
     def __init__(self, *, blocks: Sequence[int] = RESNET101_BLOCKS, freeze_bn: Optional[bool] = None,
                  frozen: Optional[Sequence[str]] = None):
@@ -137,8 +138,11 @@ class ResNet101Caffe(Backbone):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: (B, 3, H, W) Caffe-normalised BGR -> taps (see the class docstring)."""
         self.check_input(x)
-        conv3 = self.layer2(self.layer1(x))
-        conv4 = self.layer3(conv3)
-        conv5 = self.layer4(conv4)
-        conv6 = self.layer5(conv5)
+        x = self.run_block(self.layer1, x)
+        outs = []
+        for layer in (self.layer2, self.layer3, self.layer4, self.layer5):
+            for block in layer.children():
+                x = self.run_block(block, x)
+            outs.append(x)
+        conv3, conv4, conv5, conv6 = outs
         return {"conv3": conv3, "conv4": conv4, "conv5": conv5, "conv6": conv6, "out": conv6}

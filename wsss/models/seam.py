@@ -30,7 +30,7 @@ from torch import nn
 from wsss.errors import UserError
 from wsss.models.network import BackboneNetwork
 from wsss.models.registry import register_model
-from wsss.ops.multiscale import fuse_cams, scaled_images
+from wsss.ops.multiscale import fuse_scale_outputs, scaled_inputs
 from wsss.ops.seam import pcm_refine, pcm_seed, seam_normalize_cams
 
 SEAM_BACKBONES = ("wideresnet38", "tiny")
@@ -112,7 +112,7 @@ class SeamNet(BackboneNetwork):
         return kwargs
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def seam_image_cams(network: SeamNet, image: np.ndarray, labels: Sequence[int], num_classes: int, normalization,
                     scales: Sequence[float] = SEAM_SCALES, flip: bool = True,
                     device: Optional[torch.device] = None) -> np.ndarray:
@@ -136,18 +136,31 @@ def seam_image_cams(network: SeamNet, image: np.ndarray, labels: Sequence[int], 
         (K, H, W) float32 in [0, 1], K = len(labels). Memory: the PCM affinity is (hw)^2 per input, about 1 GB at
         scale 2 of a 500x500 image.
     """
+    labels = _check_classes(labels, num_classes)
+    device = device if device is not None else next(network.parameters()).device
+    outputs = [seam_maps(network, x.to(device)) for x in scaled_inputs(image, normalization, scales, flip)]
+    return seam_fuse(outputs, labels, image.shape[:2], num_classes, flip)
+
+
+def _check_classes(labels: Sequence[int], num_classes: int) -> torch.Tensor:
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long).reshape(-1)
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"labels must be 0-based classes below {num_classes}, got {labels.tolist()}")
-    device = device if device is not None else next(network.parameters()).device
-    maps, flipped = [], []
-    for scaled in scaled_images(image, scales):
-        x = torch.as_tensor(normalization.apply(scaled))[None].float()
-        if flip:
-            x = torch.cat([x, x.flip(-1)])
-        maps += list(network(x.to(device))["cams_pcm"][:, 1:].float().cpu())
-        flipped += [False, True] if flip else [False]
+    return labels
+
+
+def seam_maps(network: SeamNet, x: torch.Tensor) -> torch.Tensor:
+    """The foreground PCM maps of one input batch (B, 3, h, w): (B, C, h, w) float32 on the CPU."""
+    return network(x)["cams_pcm"][:, 1:].float().cpu()
+
+
+def seam_fuse(outputs: Sequence[torch.Tensor], labels: Sequence[int], size: tuple[int, int], num_classes: int,
+              flip: bool) -> np.ndarray:
+    """SEAM's fusion of the per-scale outputs of :func:`seam_maps` (each (1 or 2, C, h_s, w_s), the flip second):
+    upsampled to ``size`` (H, W), masked by the labels, flipped back, summed, min-max normalised and clipped:
+    (K, H, W) float32 in [0, 1], rows in ``labels`` order."""
+    labels = _check_classes(labels, num_classes)
     mask = torch.zeros(num_classes)
     mask[labels] = 1
-    total = fuse_cams(maps, flipped, image.shape[:2], mask)
+    total = fuse_scale_outputs(outputs, flip, size, mask)
     return seam_normalize_cams(total[labels]).numpy().astype(np.float32)

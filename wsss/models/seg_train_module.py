@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from wsss.models.train_module import TrainModule
-from wsss.ops.seg_loss import IGNORE, LOSSES, segmentation_loss
+from wsss.ops import IGNORE_INDEX
+from wsss.ops.seg_loss import LOSSES, segmentation_loss
 
 AUX_KEY = "aux_logits"
 TV_AUX_WEIGHT = 0.5
@@ -45,7 +46,7 @@ class SegTrainModule(TrainModule):
     """
 
     def __init__(self, network: nn.Module, *, loss: str = "ce", aux_weight: float = TV_AUX_WEIGHT,
-                 ignore_index: int = IGNORE):
+                 ignore_index: int = IGNORE_INDEX):
         super().__init__(network)
         if loss not in LOSSES:
             raise ValueError(f"unknown segmentation loss {loss!r}: expected one of {', '.join(LOSSES)}")

@@ -47,6 +47,7 @@ class TinyBackbone(Backbone):
     strides = {"conv3": 4, "conv4": 8, "conv5": 8, "conv6": 8, "out": 8}
     default_frozen = ()
     default_freeze_bn = False
+    checkpoint_blocks = True  # the stem and each stage (see Backbone.run_block)
 
     def __init__(self, *, freeze_bn: Optional[bool] = None, frozen: Optional[Sequence[str]] = None):
         super().__init__(freeze_bn=freeze_bn, frozen=frozen)
@@ -59,9 +60,9 @@ class TinyBackbone(Backbone):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: (B, 3, H, W) normalised -> taps (see the class docstring)."""
         self.check_input(x)
-        x = self.stage2(self.stem(x))
-        conv3 = self.stage3(x)
-        conv4 = self.stage4(conv3)
-        conv5 = self.stage5(conv4)
-        conv6 = self.stage6(conv5)
+        x = self.run_block(self.stage2, self.run_block(self.stem, x))
+        conv3 = self.run_block(self.stage3, x)
+        conv4 = self.run_block(self.stage4, conv3)
+        conv5 = self.run_block(self.stage5, conv4)
+        conv6 = self.run_block(self.stage6, conv5)
         return {"conv3": conv3, "conv4": conv4, "conv5": conv5, "conv6": conv6, "out": conv6}

@@ -110,6 +110,7 @@ class WideResNet38(Backbone):
     default_frozen = ("conv1a", "b2", "b2_1", "b2_2")
     default_freeze_bn = True
     init_drop = ("linear1000.*",)
+    checkpoint_blocks = True  # each of b2..b7 (see Backbone.run_block)
 
     def __init__(self, *, freeze_bn: Optional[bool] = None, frozen: Optional[Sequence[str]] = None):
         super().__init__(freeze_bn=freeze_bn, frozen=frozen)
@@ -127,12 +128,12 @@ class WideResNet38(Backbone):
         x = self.conv1a(x)
         taps = {}
         for name, *_ in BASIC_BLOCKS:
-            x, x_bn_relu = getattr(self, name)(x)
+            x, x_bn_relu = self.run_block(getattr(self, name), x)
             if name == "b5":
                 taps["conv4"] = x_bn_relu
             elif name == "b3_2":
                 taps["conv3"] = x
-        x, taps["conv5"] = self.b6(x)
-        x, _ = self.b7(x)
+        x, taps["conv5"] = self.run_block(self.b6, x)
+        x, _ = self.run_block(self.b7, x)
         taps["conv6"] = taps["out"] = F.relu(self.bn7(x))
         return {k: taps[k] for k in ("conv3", "conv4", "conv5", "conv6", "out")}

@@ -7,7 +7,7 @@ its maximum (+1e-5), giving values in [0, 1).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -57,3 +57,28 @@ def fuse_cams(maps: Sequence[torch.Tensor], flipped: Sequence[bool], size: tuple
 def normalize_cams(cams: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Divide each class map by its maximum plus ``eps``: (C, H, W) -> values in [0, 1)."""
     return cams / (cams.flatten(1).amax(dim=1)[:, None, None] + eps)
+
+
+def scaled_inputs(image: np.ndarray, normalization, scales: Sequence[float], flip: bool) -> list[torch.Tensor]:
+    """The network inputs of one image, one per scale: the resized image (:func:`scaled_images`) normalised,
+    (1, 3, h_s, w_s) float32, or with ``flip`` (2, 3, h_s, w_s), its horizontal flip as the second row.
+
+    Args:
+        normalization: anything with ``apply(uint8 (H, W, 3)) -> (3, H, W)`` (the backbone's normalisation).
+    """
+    inputs = []
+    for scaled in scaled_images(image, scales):
+        x = torch.as_tensor(normalization.apply(scaled))[None].float()
+        inputs.append(torch.cat([x, x.flip(-1)]) if flip else x)
+    return inputs
+
+
+def fuse_scale_outputs(outputs: Iterable[torch.Tensor], flip: bool, size: tuple[int, int],
+                       label_mask: torch.Tensor) -> torch.Tensor:
+    """:func:`fuse_cams` of per-scale network outputs, each (1, C, h_s, w_s), or (2, C, h_s, w_s) with ``flip``
+    (the second row from the flipped input, as :func:`scaled_inputs` stacks them): (C, H, W)."""
+    maps, flipped = [], []
+    for out in outputs:
+        maps += list(out)
+        flipped += [False, True] if flip else [False]
+    return fuse_cams(maps, flipped, size, label_mask)

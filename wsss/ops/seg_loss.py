@@ -28,11 +28,12 @@ from typing import Callable, Mapping, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-IGNORE = 255  # the dataset's IGNORE_INDEX (wsss.data.palette); ops do not import wsss.data
+from wsss.ops import IGNORE_INDEX
+
 BACKGROUND = 0
 
 
-def check_logits_and_labels(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE) -> None:
+def check_logits_and_labels(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> None:
     """Raise ``ValueError`` unless logits are (B, C, h, w) float and labels (B, h', w') integers in 0..C-1 or ignore."""
     if logits.ndim != 4 or not logits.is_floating_point():
         raise ValueError(f"logits must be float (B, C, h, w), got {tuple(logits.shape)} {logits.dtype}")
@@ -79,7 +80,7 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
+def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Per-pixel CE: (B, C, h, w) logits and (B, h, w) labels -> (B, h, w), 0 at ignored pixels."""
     check_logits_and_labels(logits, labels, ignore_index)
     if logits.shape[-2:] != labels.shape[-2:]:
@@ -88,7 +89,7 @@ def pixel_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index
     return F.cross_entropy(logits, labels.long(), ignore_index=ignore_index, reduction="none")
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """CE averaged over the batch's valid pixels; 0 when every pixel is ignored.
 
     Args:
@@ -102,7 +103,8 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int 
     return _masked_mean(ce, labels != ignore_index)
 
 
-def balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
+def balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
+                           ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """``1/2 (mean CE over background pixels + mean CE over foreground pixels)`` over the whole batch.
 
     Background = label 0, foreground = any other label except ``ignore_index``. An empty set is left out of the
@@ -133,7 +135,7 @@ def term_name(output: str) -> str:
 
 def segmentation_loss(outputs: Mapping[str, torch.Tensor], labels: torch.Tensor, *, kind: str = "ce",
                       weights: Optional[Mapping[str, float]] = None,
-                      ignore_index: int = IGNORE) -> dict[str, torch.Tensor]:
+                      ignore_index: int = IGNORE_INDEX) -> dict[str, torch.Tensor]:
     """Weighted sum of one loss term per output, the labels nearest-resized to each output's size.
 
     Args:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from wsss.engine.distributed import open_output
 from wsss.engine.inference import Context, InferenceStage, NetworkInferConfig, write_items
 from wsss.errors import UserError
 from wsss.ops.irn import fuse_cams_irn
-from wsss.ops.multiscale import fuse_cams, normalize_cams, scaled_images
+from wsss.ops.multiscale import fuse_scale_outputs, normalize_cams, scaled_inputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,41 +58,40 @@ def class_maps(network: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     return torch.relu(network(batch)["cams"])
 
 
-def scale_outputs(network: torch.nn.Module, image: np.ndarray, normalization, scales, flip: bool,
+def scale_outputs(network: torch.nn.Module, inputs: Sequence[torch.Tensor],
                   device: torch.device) -> Iterator[torch.Tensor]:
-    """Per scale, the class maps of the resized image (and of its flip): (1 or 2, C, h_s, w_s) on the CPU."""
-    for scaled in scaled_images(image, scales):
-        x = torch.as_tensor(normalization.apply(scaled))[None].float()
-        if flip:
-            x = torch.cat([x, x.flip(-1)])
-        yield class_maps(network, x.to(device)).float().cpu()
+    """Per input of :func:`~wsss.ops.multiscale.scaled_inputs` (the image, and its flip, at one scale), the class
+    maps: (1 or 2, C, h_s, w_s) float32 on the CPU."""
+    for x in inputs:
+        yield class_maps(network, x.to(device, non_blocking=True)).float().cpu()
 
 
-@torch.no_grad()
-def image_cams(network: torch.nn.Module, image: np.ndarray, labels: np.ndarray, num_classes: int, normalization,
-               scales, flip: bool, device: torch.device) -> np.ndarray:
-    """CAMs of one image for its present classes: (K, H, W) float32 in [0, 1], rows in ``labels`` order."""
-    h, w = image.shape[:2]
-    maps, flipped = [], []
-    for out in scale_outputs(network, image, normalization, scales, flip, device):
-        maps += list(out)
-        flipped += [False, True] if flip else [False]
+def psa_fuse(outputs: Iterable[torch.Tensor], labels: np.ndarray, size: tuple[int, int], num_classes: int,
+             flip: bool) -> np.ndarray:
+    """PSA's fusion of the per-scale class maps of :func:`scale_outputs`: (K, H, W) float32 in [0, 1], rows in
+    ``labels`` order (the image's 0-based classes); ``size`` is the image's (H, W)."""
     mask = torch.zeros(num_classes)
     mask[torch.as_tensor(labels, dtype=torch.long)] = 1
-    cams = normalize_cams(fuse_cams(maps, flipped, (h, w), mask))
+    cams = normalize_cams(fuse_scale_outputs(outputs, flip, size, mask))
     return cams[torch.as_tensor(labels, dtype=torch.long)].numpy().astype(np.float32)
 
 
-@torch.no_grad()
-def irn_image_cams(network: torch.nn.Module, image: np.ndarray, labels: np.ndarray, normalization, scales,
-                   flip: bool, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """IRN's CAMs of one image for its present classes: ``high_res`` (K, H, W) and the stride-4 ``cam``
-    (K, ceil(H / 4), ceil(W / 4)), float32 in [0, 1), rows in ``labels`` order."""
+def irn_fuse(outputs: Iterable[torch.Tensor], labels: np.ndarray,
+             size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """IRN's fusion of the per-scale class maps of :func:`scale_outputs` for the image's classes: ``high_res``
+    (K, H, W) and the stride-4 ``cam`` (K, ceil(H / 4), ceil(W / 4)), float32 in [0, 1), rows in ``labels`` order."""
     keep = torch.as_tensor(labels, dtype=torch.long)
-    maps = [(out[0] + out[1].flip(-1) if len(out) == 2 else out[0])[keep]
-            for out in scale_outputs(network, image, normalization, scales, flip, device)]
-    high_res, stride4 = fuse_cams_irn(maps, image.shape[:2])
+    maps = [(out[0] + out[1].flip(-1) if len(out) == 2 else out[0])[keep] for out in outputs]
+    high_res, stride4 = fuse_cams_irn(maps, size)
     return high_res.numpy().astype(np.float32), stride4.numpy().astype(np.float32)
+
+
+@torch.inference_mode()
+def image_cams(network: torch.nn.Module, image: np.ndarray, labels: np.ndarray, num_classes: int, normalization,
+               scales, flip: bool, device: torch.device) -> np.ndarray:
+    """PSA's CAMs of one image for its present classes: (K, H, W) float32 in [0, 1], rows in ``labels`` order."""
+    inputs = scaled_inputs(image, normalization, scales, flip)
+    return psa_fuse(scale_outputs(network, inputs, device), labels, image.shape[:2], num_classes, flip)
 
 
 class CamInfer(InferenceStage):
@@ -115,15 +114,19 @@ class CamInfer(InferenceStage):
         """The fusion of the network (``cam_fusion``: irn for ``irn_cam``) unless ``--fusion`` chose one."""
         return cfg if cfg.fusion else dataclasses.replace(cfg, fusion=getattr(network, "cam_fusion", "psa"))
 
-    def predict(self, ctx: Context, image_id: str):
-        labels, image, cfg = ctx.data.labels(image_id), ctx.data.read_image(image_id), ctx.cfg
+    def load(self, ctx: Context, image_id: str) -> dict:
+        """The image's classes (K,) and (H, W), and its network inputs per scale (``scaled_inputs``)."""
+        image = ctx.data.read_image(image_id)
+        return {"labels": np.asarray(ctx.data.labels(image_id)), "size": image.shape[:2],
+                "inputs": scaled_inputs(image, ctx.normalization, ctx.cfg.scales, ctx.cfg.flip)}
+
+    def predict(self, ctx: Context, image_id: str, loaded: dict):
+        labels, size, cfg = loaded["labels"], tuple(loaded["size"]), ctx.cfg
+        outputs = scale_outputs(ctx.network, loaded["inputs"], ctx.device)
         if cfg.fusion == "irn":
-            high_res, stride4 = irn_image_cams(ctx.network, image, labels, ctx.normalization, cfg.scales, cfg.flip,
-                                               ctx.device)
-            return high_res, np.asarray(labels), {"cams_stride4": stride4}
-        cams = image_cams(ctx.network, image, labels, ctx.data.num_classes, ctx.normalization, cfg.scales, cfg.flip,
-                          ctx.device)
-        return cams, np.asarray(labels)
+            high_res, stride4 = irn_fuse(outputs, labels, size)
+            return high_res, labels, {"cams_stride4": stride4}
+        return psa_fuse(outputs, labels, size, ctx.data.num_classes, cfg.flip), labels
 
     def after(self, ctx: Context, manifest: Manifest) -> Manifest:
         if ctx.cfg.save_png:

@@ -28,7 +28,6 @@ from torch import nn
 from wsss.config import Preset, option, preset_option
 from wsss.models.train_module import TrainModule
 from wsss.engine.stage import TrainingStage, TrainStageConfig
-from wsss.errors import UserError
 from wsss.ops.classification import mean_average_precision
 
 
@@ -141,11 +140,10 @@ class CamTrain(TrainingStage):
         return self.module_class(network)
 
     def check_inputs(self, cfg, data) -> None:
-        from wsss.models.registry import list_models
+        from wsss.models.registry import check_family
 
-        family = list_models(kind="network", family="cam")
-        if getattr(cfg, "model", None) is not None and cfg.model not in family:
-            raise UserError(f"--model must be one of {', '.join(family)}, got {cfg.model!r}")
+        if getattr(cfg, "model", None) is not None:
+            check_family(cfg.model, "cam")
         data.ids(cfg.split)  # unknown split -> UserError before anything is written
         if cfg.val_split:
             data.ids(cfg.val_split)

@@ -2,9 +2,14 @@
 
 1. Writes the toy data in the real VOC/SBD layouts (``OUT/toy``) and prepares it (``OUT/data``), or reuses them.
 2. Runs every toy recipe of ``pipelines/`` (``toy_*.yaml``: tiny backbone, trained here from scratch), each into
-   ``OUT/runs/<recipe>``; every stage is evaluated on toy train and toy val.
-3. Prints the comparison table (one per split) and writes ``OUT/report/index.html`` with, for a few val ids, the
-   input, ground truth, and the output of every recipe stage marked ``report: TITLE`` (CAM heat maps, labels).
+   ``OUT/runs/<recipe>``; every stage is evaluated on toy train and toy val. A stage identical to a complete one
+   of an earlier recipe (same config and inputs: the toy classifier that several recipes start from) is copied
+   from it (``wsss pipeline run --reuse``).
+3. Prints the comparison table (one per split) and writes ``OUT/report/index.html``: the table, the table as a
+   chart and the CAMs' background-threshold curves (matplotlib, PNG and SVG: :mod:`wsss.stages.demo_plots`), and
+   for a few val ids the input, ground truth, and the output of every recipe stage marked ``report: TITLE`` (CAM
+   heat maps, labels), under a legend of the class colours. ``tests/stages/test_demo_browser.py`` (slow) opens it
+   in headless Chromium.
 
 Nothing is precomputed: the numbers are what this machine trained. A rerun reuses every complete stage.
 """
@@ -148,7 +153,7 @@ def run(cfg: DemoConfig) -> tuple[str, Path]:
     for recipe in recipes:
         run_dir = Path(cfg.out) / "runs" / recipe.stem
         results = pipeline_run.run(pipeline_run.PipelineRunConfig(
-            recipe=recipe, data=data, out=run_dir, device=cfg.device, workers=cfg.workers))
+            recipe=recipe, data=data, out=run_dir, device=cfg.device, workers=cfg.workers, reuse=tuple(runs)))
         LOG.info("demo: %s\n%s", recipe.stem, pipeline_run.format_results(results))
         runs.append(run_dir)
     grouped = compare.run(compare.CompareConfig(runs=tuple(runs), all_splits=True))

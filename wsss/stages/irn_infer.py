@@ -77,7 +77,7 @@ def stride4_cams(path: Path, cams: np.ndarray, extras: dict, size: tuple[int, in
     return extras[STRIDE4].astype(np.float32)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def walk_labels(network: torch.nn.Module, image: torch.Tensor, cams: torch.Tensor, classes: np.ndarray,
                 cfg: IrnInferConfig) -> np.ndarray:
     """IRN's label map of one image: (3, H, W) normalised, (K, h, w) stride-4 CAMs -> (H, W) uint8."""
@@ -110,10 +110,15 @@ class IrnInfer(InferenceStage):
         cams, classes, extras = fmt.read(path, image.shape[:2], data.num_classes, extras=True)
         return image, stride4_cams(path, cams, extras, image.shape[:2], cfg.approx_stride4), classes
 
-    def predict(self, ctx: Context, image_id: str) -> np.ndarray:
+    def load(self, ctx: Context, image_id: str) -> dict:
+        """The normalised image (3, H, W), its stride-4 CAMs (K, h, w) and classes (K,)."""
         image, cams, classes = self.read(ctx.cfg, ctx.data, image_id)
-        x = torch.as_tensor(ctx.normalization.apply(image)).float().to(ctx.device)
-        return walk_labels(ctx.network, x, torch.from_numpy(cams).to(ctx.device), classes, ctx.cfg)
+        return {"image": torch.as_tensor(ctx.normalization.apply(image)).float(), "cams": torch.from_numpy(cams),
+                "classes": classes}
+
+    def predict(self, ctx: Context, image_id: str, loaded: dict) -> np.ndarray:
+        x, cams = (loaded[key].to(ctx.device, non_blocking=True) for key in ("image", "cams"))
+        return walk_labels(ctx.network, x, cams, loaded["classes"], ctx.cfg)
 
 
 STAGE = IrnInfer()

@@ -19,19 +19,24 @@ set them. A stage whose output is complete for the same config and inputs is ski
 output folder says so), a partial one resumes, and one made with another config or from changed inputs is
 redone (so the stages after it are redone too: their inputs' digests changed). A failing stage stops the run,
 names itself, and leaves the earlier stages intact.
+
+``reuse`` (``--reuse DIR``, repeatable) names other run folders: a stage with no output yet whose twin lies
+complete in one of them (same stage, same config identity, inputs whose digests still match) is copied from
+there instead of recomputed (``wsss demo`` shares the toy classifier that several recipes start from this way).
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
 import json
+import shutil
 import string
 import time
 from pathlib import Path
 from typing import Optional
 
-from wsss.artifacts import MANIFEST, write_json_atomic
-from wsss.config import load_yaml, resolve
+from wsss.artifacts import MANIFEST, input_record, write_json_atomic
+from wsss.config import identity, load_yaml, resolve
 from wsss.errors import UserError
 from wsss.process import LOG, setup_logging
 from wsss.stages.table import stage_names, stage_row
@@ -48,6 +53,7 @@ class PipelineRunConfig:
     overrides: tuple = ()
     device: Optional[str] = None
     workers: Optional[int] = None
+    reuse: tuple = ()  # other run folders whose complete stages may be copied (see the module docstring)
 
 
 @dataclasses.dataclass
@@ -129,6 +135,47 @@ def _stage_config(stage: dict, module, cls, mapping: dict, cfg: PipelineRunConfi
     return resolve(cls, recipe=values, flags=flags)
 
 
+def _same_json(a, b) -> bool:
+    dump = lambda v: json.dumps(v, sort_keys=True, default=str)  # noqa: E731 (paths and tuples as written)
+    return dump(json.loads(json.dumps(a, default=str))) == dump(b)
+
+
+def _twin(stage: str, stage_cfg, sources: tuple) -> Optional[Path]:
+    """A complete output of ``stage`` in a folder of ``sources`` with ``stage_cfg``'s identity and unchanged
+    inputs, or None."""
+    want = identity(stage_cfg)
+    for source in sources:
+        for manifest in sorted(Path(source).glob(f"*/{MANIFEST}")):
+            try:
+                m = json.loads(manifest.read_text())
+            except (OSError, ValueError):
+                continue
+            if m.get("stage") != stage or not _same_json(want, m.get("config")):
+                continue
+            inputs = m.get("inputs") or {}
+            try:
+                if all(input_record(Path(rec["path"])) == rec for rec in inputs.values()):
+                    return manifest.parent
+            except (OSError, KeyError, TypeError):
+                continue
+    return None
+
+
+def _reuse(stage: str, stage_cfg, out: Path, sources: tuple) -> Optional[Path]:
+    """Copy a twin (see :func:`_twin`) into ``out`` when ``out`` does not exist yet; returns the twin or None."""
+    if not sources or out.exists():
+        return None
+    twin = _twin(stage, stage_cfg, sources)
+    if twin is None or twin.resolve() == out.resolve():
+        return None
+    tmp = out.with_name(out.name + ".reuse-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(twin, tmp, symlinks=True)
+    tmp.rename(out)
+    LOG.info("%s: copied from the complete twin %s", out, twin)
+    return twin
+
+
 def _summary(manifest_or_metrics) -> str:
     if isinstance(manifest_or_metrics, dict):
         m = manifest_or_metrics
@@ -163,15 +210,17 @@ def run(cfg: PipelineRunConfig) -> list[StageResult]:
         module = importlib.import_module(stage_row(stage["run"]).module)
         stage_cfg = _stage_config(stage, module, module.STAGE.config, mapping, cfg, Path(cfg.recipe))
         out = Path(getattr(stage_cfg, "out", None) or run_dir / stage["name"])
-        before = (out / MANIFEST).stat().st_mtime_ns if (out / MANIFEST).is_file() else None
         LOG.info("pipeline %s: stage %s (%s)", recipe["name"], stage["name"], stage["run"])
         t0 = time.perf_counter()
+        twin = _reuse(module.STAGE.name, stage_cfg, out, tuple(cfg.reuse))
+        before = (out / MANIFEST).stat().st_mtime_ns if (out / MANIFEST).is_file() else None
         try:
             result = module.run(stage_cfg)
         except UserError as e:
             raise UserError(f"stage {stage['name']} ({stage['run']}) failed: {e}") from None
         after = (out / MANIFEST).stat().st_mtime_ns if (out / MANIFEST).is_file() else None
         status = "skipped" if before is not None and before == after else "ran"
+        status = "copied" if twin is not None and status == "skipped" else status
         results.append(StageResult(stage["name"], stage["run"], status, time.perf_counter() - t0, str(out),
                                    _summary(result)))
     write_json_atomic(run_dir / "pipeline.json", {

@@ -19,11 +19,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-import numpy as np
-
 from wsss.config import runtime
 from wsss.engine.inference import Context, InferenceStage
-from wsss.models.seam import SEAM_SCALES, seam_image_cams
+from wsss.models.seam import SEAM_SCALES, seam_fuse, seam_maps
 from wsss.stages.cam_infer import CamInfer, CamInferConfig
 
 
@@ -53,11 +51,11 @@ class SeamInfer(CamInfer):
     def settle(self, cfg, network):
         return cfg
 
-    def predict(self, ctx: Context, image_id: str):
-        labels = np.asarray(ctx.data.labels(image_id))
-        cams = seam_image_cams(ctx.network, ctx.data.read_image(image_id), labels, ctx.data.num_classes,
-                               ctx.normalization, scales=ctx.cfg.scales, flip=ctx.cfg.flip, device=ctx.device)
-        return cams, labels
+    def predict(self, ctx: Context, image_id: str, loaded: dict):
+        """SEAM's fusion (:func:`~wsss.models.seam.seam_fuse`) of the PCM maps of ``load``'s inputs."""
+        outputs = [seam_maps(ctx.network, x.to(ctx.device, non_blocking=True)) for x in loaded["inputs"]]
+        labels = loaded["labels"]
+        return seam_fuse(outputs, labels, tuple(loaded["size"]), ctx.data.num_classes, ctx.cfg.flip), labels
 
 
 STAGE = SeamInfer()

@@ -1,5 +1,6 @@
 """``wsss seam train``: SEAM (Wang et al., CVPR 2020), the classifier with the Pixel Correlation Module trained on
-image-level labels with its equivariance losses (network ``seam``, loss :class:`~wsss.models.seam_train.SeamTrainModule`).
+image-level labels with its equivariance losses (network ``seam``, loss
+:class:`~wsss.models.seam_train.SeamTrainModule`).
 
 Defaults are SEAM's published recipe (``train_SEAM.py``): train_aug, batch 8, 8 epochs, lr 0.01 with the
 1x/2x/10x/20x group multipliers and poly decay (power 0.9), weight decay 5e-4, and the augmentation order of its
@@ -18,7 +19,6 @@ and the first image's CAM and PCM maps (:meth:`~wsss.models.seam_train.SeamTrain
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
 
 from wsss.config import option
 from wsss.errors import UserError
@@ -37,8 +37,6 @@ class SeamTrainConfig(ClassifierTrainConfig):
     resize_long: tuple[int, ...] = (448, 768)
     rvmin_weight: float = option(1.0, "Weight of SEAM's adaptive min-pooling loss (in its code, not its paper; "
                                       "0 drops it).", type="non_negative")
-    freeze_bn: Optional[bool] = option(None, "Keep every batch norm at its initialisation's statistics, as SEAM "
-                                             "(default: the backbone's own: frozen on wideresnet38, trained on tiny).")
 
     def __post_init__(self):
         super().__post_init__()
@@ -50,10 +48,6 @@ class SeamTrain(CamTrain):
     """SEAM: network ``seam``, SEAM's loss, mAP validation (inherited from ``cam train``)."""
 
     name, config, network = "seam_train", SeamTrainConfig, "seam"
-
-    def network_kwargs(self, cfg, data) -> dict:
-        kwargs = super().network_kwargs(cfg, data)
-        return kwargs if cfg.freeze_bn is None else {**kwargs, "backbone_kwargs": {"freeze_bn": cfg.freeze_bn}}
 
     def train_module(self, network, cfg) -> TrainModule:
         return SeamTrainModule(network, rvmin_weight=cfg.rvmin_weight)

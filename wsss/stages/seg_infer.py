@@ -29,9 +29,10 @@ from wsss.config import option, preset_option
 from wsss.engine.inference import Context, InferenceStage, NetworkInferConfig
 from wsss.errors import UserError
 from wsss.models.normalization import CAFFE_BGR_MEAN
-from wsss.ops.multiscale import scaled_images
+from wsss.models.registry import check_family
+from wsss.ops.multiscale import scaled_inputs
 from wsss.stages.seg_recipes import DLP_CRF, INFER_PRESETS
-from wsss.stages.seg_train import FAMILY, check_model
+from wsss.stages.seg_train import FAMILY
 
 CRF_IMAGES = ("deeplab_pytorch", "rgb")
 # A key only one network's original files have -> that network.
@@ -62,7 +63,7 @@ class SegInferConfig(NetworkInferConfig):
 
     def __post_init__(self):
         if self.model is not None:
-            check_model(self.model)
+            check_family(self.model, FAMILY)
         if not self.scales or any(s <= 0 for s in self.scales):
             raise UserError(f"--scales: every scale must be > 0, got {self.scales}")
         if self.fuse not in ("max", "mean") or self.crf_image not in CRF_IMAGES:
@@ -86,7 +87,31 @@ def deeplab_pytorch_crf_image(image: np.ndarray) -> np.ndarray:
     return (np.trunc(bgr).astype(np.int64) % 256).astype(np.uint8)
 
 
-@torch.no_grad()
+def seg_inputs(image: np.ndarray, normalization, cfg: SegInferConfig) -> list[torch.Tensor]:
+    """Per scale of ``cfg.scales`` (times ``short_side / min(H, W)`` with ``cfg.short_side``), the network input of
+    :func:`~wsss.ops.multiscale.scaled_inputs` (the image, and its flip under ``cfg.flip``)."""
+    h, w = image.shape[:2]
+    base = cfg.short_side / min(h, w) if cfg.short_side else 1.0
+    return scaled_inputs(image, normalization, [s * base for s in cfg.scales], cfg.flip)
+
+
+def fuse_logits(network: torch.nn.Module, inputs, size: tuple[int, int], cfg: SegInferConfig) -> torch.Tensor:
+    """The logits of the :func:`seg_inputs` at ``size`` (H, W), merged by ``cfg.fuse``: (C + 1, H, W) float32 on
+    the network's device."""
+    device = next(network.parameters()).device
+    merged, count = None, 0
+    for x in inputs:
+        logits = network(x.to(device, non_blocking=True))["logits"].float()
+        logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=cfg.align_corners)
+        if cfg.flip:
+            logits[1] = logits[1].flip(-1)
+        for one in logits:
+            merged = one if merged is None else torch.maximum(merged, one) if cfg.fuse == "max" else merged + one
+            count += 1
+    return merged if cfg.fuse == "max" else merged / count
+
+
+@torch.inference_mode()
 def merged_logits(network: torch.nn.Module, image: np.ndarray, normalization, cfg: SegInferConfig) -> torch.Tensor:
     """The inputs' logits at image size, merged by ``cfg.fuse``: (C + 1, H, W) float32 on the network's device.
 
@@ -96,26 +121,12 @@ def merged_logits(network: torch.nn.Module, image: np.ndarray, normalization, cf
         normalization: the network's input normalisation.
         cfg: scales, flip, fuse, short_side, align_corners.
     """
-    device = next(network.parameters()).device
-    h, w = image.shape[:2]
-    base = cfg.short_side / min(h, w) if cfg.short_side else 1.0
-    merged, count = None, 0
-    for scaled in scaled_images(image, [s * base for s in cfg.scales]):
-        x = torch.as_tensor(normalization.apply(scaled))[None].float()
-        x = torch.cat([x, x.flip(-1)]) if cfg.flip else x
-        logits = network(x.to(device))["logits"].float()
-        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=cfg.align_corners)
-        if cfg.flip:
-            logits[1] = logits[1].flip(-1)
-        for one in logits:
-            merged = one if merged is None else torch.maximum(merged, one) if cfg.fuse == "max" else merged + one
-            count += 1
-    return merged if cfg.fuse == "max" else merged / count
+    return fuse_logits(network, seg_inputs(image, normalization, cfg), image.shape[:2], cfg)
 
 
-def predict_labels(cfg: SegInferConfig, network, image: np.ndarray, normalization) -> np.ndarray:
-    """(H, W) uint8 labels 0..C of one image (see the module docstring)."""
-    probs = torch.softmax(merged_logits(network, image, normalization, cfg), dim=0).cpu().numpy()
+def predict_labels(cfg: SegInferConfig, network, image: np.ndarray, inputs) -> np.ndarray:
+    """(H, W) uint8 labels 0..C of one image from its :func:`seg_inputs` (see the module docstring)."""
+    probs = torch.softmax(fuse_logits(network, inputs, image.shape[:2], cfg), dim=0).cpu().numpy()
     if cfg.crf:
         from wsss.ops.crf import dense_crf
 
@@ -156,8 +167,13 @@ class SegInfer(InferenceStage):
     def load_network(self, cfg, data):
         return load_seg_network(cfg, data.num_classes + 1)
 
-    def predict(self, ctx: Context, image_id: str) -> np.ndarray:
-        return predict_labels(ctx.cfg, ctx.network, ctx.data.read_image(image_id), ctx.normalization)
+    def load(self, ctx: Context, image_id: str) -> dict:
+        """The image and its network inputs (:func:`seg_inputs`)."""
+        image = ctx.data.read_image(image_id)
+        return {"image": image, "inputs": seg_inputs(image, ctx.normalization, ctx.cfg)}
+
+    def predict(self, ctx: Context, image_id: str, loaded: dict) -> np.ndarray:
+        return predict_labels(ctx.cfg, ctx.network, loaded["image"], loaded["inputs"])
 
     def manifest_extra(self, ctx: Context) -> dict:
         cfg = ctx.cfg

@@ -27,6 +27,7 @@ from wsss.config import option, preset_option
 from wsss.data.transforms import DEEPLAB_SCALES
 from wsss.engine.stage import TrainingStage, TrainStageConfig
 from wsss.errors import UserError
+from wsss.models.registry import check_family
 from wsss.models.train_module import TrainModule
 from wsss.ops import IGNORE_INDEX
 from wsss.stages.seg_recipes import TRAIN_PRESETS
@@ -34,15 +35,6 @@ from wsss.stages.seg_recipes import TRAIN_PRESETS
 FAMILY = "seg"
 GROUND_TRUTH_PROBE = 8  # ids compared with the ground truth before training
 BN_CHOICES = ("frozen", "train", "as_reference")
-
-
-def check_model(name: str) -> None:
-    """Refuse a network outside the ``seg`` family (a config file or recipe skips click's choice check)."""
-    from wsss.models.registry import list_models
-
-    models = list_models(kind="network", family=FAMILY)
-    if name not in models:
-        raise UserError(f"--model {name}: not a segmentation network (expected one of {', '.join(models)})")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +72,7 @@ class SegTrainConfig(TrainStageConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_model(self.model)
+        check_family(self.model, FAMILY)
         for name, value, allowed in (("loss", self.loss, ("ce", "balanced_ce")), ("bn", self.bn, BN_CHOICES),
                                      ("head", self.head, ("sscb", "psa"))):
             if value is not None and value not in allowed:

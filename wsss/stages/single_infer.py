@@ -41,8 +41,9 @@ import torch.nn.functional as F
 from wsss.config import option
 from wsss.engine.inference import Context, InferenceStage, NetworkInferConfig
 from wsss.errors import UserError
-from wsss.ops.multiscale import scaled_images
-from wsss.stages.single_train import FAMILY, check_model
+from wsss.models.registry import check_family
+from wsss.ops.multiscale import scaled_inputs
+from wsss.stages.single_train import FAMILY
 
 _R38 = {"scales": (1.0, 0.5, 1.5, 2.0), "pad_size": 1024, "fp_cut": 0.1, "bg_pow": 3.0, "clean": False}
 _RESNET = {"scales": (1.0, 0.75, 1.25, 1.5), "pad_size": 768, "fp_cut": 0.3, "bg_pow": 3.0, "clean": True}
@@ -76,7 +77,7 @@ class SingleInferConfig(NetworkInferConfig):
 
     def __post_init__(self):
         if self.model is not None:
-            check_model(self.model)
+            check_family(self.model, FAMILY)
         if self.scales is not None and (not self.scales or any(s <= 0 for s in self.scales)):
             raise UserError(f"--scales: every scale must be > 0, got {self.scales}")
         if self.pad_size is not None and self.pad_size < 1:
@@ -105,7 +106,38 @@ def centre_pad(x: torch.Tensor, size: int) -> tuple[torch.Tensor, int, int]:
     return F.pad(x, [left, size - w - left, top, size - h - top]), top, left
 
 
-@torch.no_grad()
+def padded_inputs(image: np.ndarray, normalization, scales: Sequence[float], flip: bool,
+                  pad_size: int) -> list[tuple[torch.Tensor, tuple[int, int, int, int]]]:
+    """Per scale, the network input (:func:`~wsss.ops.multiscale.scaled_inputs`) centre-padded to ``pad_size``,
+    (1 or 2, 3, pad_size, pad_size), and the window ``(top, left, h_s, w_s)`` of the scaled image in it."""
+    out = []
+    for x in scaled_inputs(image, normalization, scales, flip):
+        padded, top, left = centre_pad(x, pad_size)
+        out.append((padded, (top, left, *x.shape[-2:])))
+    return out
+
+
+def padded_masks(network: torch.nn.Module, inputs, size: tuple[int, int],
+                 flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean test-mode masks over the :func:`padded_inputs` of an image of ``size`` (H, W), and the largest class
+    probability: masks (K, H, W) float32 on the CPU (not label-cleaned), probabilities (C,) (the maximum over
+    inputs of sigmoid(scores))."""
+    device = next(network.parameters()).device
+    total, probs, count = None, None, 0
+    for padded, (top, left, sh, sw) in inputs:
+        out = network(padded.to(device, non_blocking=True))
+        masks = out["masks"][:, :, top:top + sh, left:left + sw].float()
+        masks = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)
+        if flip:
+            masks[1] = masks[1].flip(-1)
+        total = masks.sum(0) if total is None else total + masks.sum(0)
+        batch_probs = torch.sigmoid(out["scores"].float()).amax(0)
+        probs = batch_probs if probs is None else torch.maximum(probs, batch_probs)
+        count += masks.shape[0]
+    return (total / count).cpu(), probs.cpu()
+
+
+@torch.inference_mode()
 def multiscale_masks(network: torch.nn.Module, image: np.ndarray, normalization, scales: Sequence[float],
                      flip: bool, pad_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean test-mode masks over scales and flips, and the largest class probability.
@@ -120,24 +152,8 @@ def multiscale_masks(network: torch.nn.Module, image: np.ndarray, normalization,
         masks (K, H, W) float32 on the CPU (mean over inputs, not label-cleaned) and probabilities (C,): the
         maximum over inputs of sigmoid(scores).
     """
-    device = next(network.parameters()).device
-    h, w = image.shape[:2]
-    total, probs, count = None, None, 0
-    for scaled in scaled_images(image, scales):
-        sh, sw = scaled.shape[:2]
-        x = torch.as_tensor(normalization.apply(scaled))[None].float()
-        x = torch.cat([x, x.flip(-1)]) if flip else x
-        padded, top, left = centre_pad(x, pad_size)
-        out = network(padded.to(device))
-        masks = out["masks"][:, :, top:top + sh, left:left + sw].float()
-        masks = F.interpolate(masks, size=(h, w), mode="bilinear", align_corners=False)
-        if flip:
-            masks[1] = masks[1].flip(-1)
-        total = masks.sum(0) if total is None else total + masks.sum(0)
-        batch_probs = torch.sigmoid(out["scores"].float()).amax(0)
-        probs = batch_probs if probs is None else torch.maximum(probs, batch_probs)
-        count += masks.shape[0]
-    return (total / count).cpu(), probs.cpu()
+    inputs = padded_inputs(image, normalization, scales, flip, pad_size)
+    return padded_masks(network, inputs, image.shape[:2], flip)
 
 
 def merge_masks(masks: torch.Tensor, labels: torch.Tensor, bg_pow: float,
@@ -162,10 +178,10 @@ def image_labels(cfg: SingleInferConfig, data, image_id: str, probs: torch.Tenso
     return (probs > cfg.fp_cut).float()
 
 
-def predict_labels(cfg: SingleInferConfig, network, data, image_id: str, normalization) -> np.ndarray:
-    """(H, W) uint8 label map of one image: 0 background, 1..C classes."""
-    image = data.read_image(image_id)
-    masks, probs = multiscale_masks(network, image, normalization, cfg.scales, cfg.flip, cfg.pad_size)
+def predict_labels(cfg: SingleInferConfig, network, data, image_id: str, loaded: dict) -> np.ndarray:
+    """(H, W) uint8 label map of one image (``loaded``: :meth:`SingleInfer.load`'s): 0 background, 1..C classes."""
+    image = loaded["image"]
+    masks, probs = padded_masks(network, loaded["inputs"], image.shape[:2], cfg.flip)
     merged = merge_masks(masks, image_labels(cfg, data, image_id, probs), cfg.bg_pow, cfg.bg_const)
     if cfg.crf:
         return crf_label_map(cfg, image, merged.numpy())
@@ -235,8 +251,13 @@ class SingleInfer(InferenceStage):
     def settle(self, cfg, network):
         return cfg.with_recipe(network.backbone_name, network.stage_recipe(self.name, network.backbone_name))
 
-    def predict(self, ctx: Context, image_id: str) -> np.ndarray:
-        return predict_labels(ctx.cfg, ctx.network, ctx.data, image_id, ctx.normalization)
+    def load(self, ctx: Context, image_id: str) -> dict:
+        """The image and its padded network inputs (:func:`padded_inputs`)."""
+        image, cfg = ctx.data.read_image(image_id), ctx.cfg
+        return {"image": image, "inputs": padded_inputs(image, ctx.normalization, cfg.scales, cfg.flip, cfg.pad_size)}
+
+    def predict(self, ctx: Context, image_id: str, loaded: dict) -> np.ndarray:
+        return predict_labels(ctx.cfg, ctx.network, ctx.data, image_id, loaded)
 
     def manifest_extra(self, ctx: Context) -> dict:
         cfg = ctx.cfg

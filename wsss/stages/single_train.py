@@ -39,9 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wsss.config import option, resolve
+from wsss.config import option, resolve_layered
 from wsss.engine.stage import TrainingStage, TrainStageConfig
 from wsss.errors import UserError
+from wsss.models.registry import check_family
 from wsss.models.single_stage import SingleStageTrainModule
 
 FAMILY = "single"  # the registry family whose networks this stage trains (--model choices)
@@ -62,15 +63,6 @@ NETWORK_OPTIONS = {
     "pseudo_floor": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "pseudo_bg_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
 }
-
-
-def check_model(model: str) -> None:
-    """``model`` must be a network of the single-stage family of the registry."""
-    from wsss.models.registry import list_models
-
-    models = list_models(kind="network", family=FAMILY)
-    if model not in models:
-        raise UserError(f"--model must be one of {', '.join(models)}, got {model!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +92,7 @@ class SingleTrainConfig(TrainStageConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_model(self.model)
+        check_family(self.model, FAMILY)
         if self.crop < 8:
             raise UserError(f"--crop must be >= 8, got {self.crop}")
         if self.warmup_epochs < 0 or self.mask_loss_weight < 0:
@@ -134,9 +126,8 @@ def recipe_for(model: str, backbone: str) -> dict:
 def resolve_config(config_file: Optional[Path] = None, flags: Optional[Mapping] = None,
                    recipe: Optional[Mapping] = None) -> SingleTrainConfig:
     """default < per-backbone recipe < ``recipe`` < ``--config`` file < flags (the backbone may come from any)."""
-    first = resolve(SingleTrainConfig, recipe=recipe, config_file=config_file, flags=flags)
-    layered = {**recipe_for(first.model, first.backbone), **(recipe or {})}
-    return resolve(SingleTrainConfig, recipe=layered, config_file=config_file, flags=flags)
+    return resolve_layered(SingleTrainConfig, lambda first: recipe_for(first.model, first.backbone), recipe=recipe,
+                           config_file=config_file, flags=flags)
 
 
 def mask_validator(data, split: str, normalization, module: SingleStageTrainModule):
