@@ -48,22 +48,32 @@ def fit(cfg: TrainConfig, *, stage: str, build: Callable[[], tuple], model_name:
     if out.state == "done":
         LOG.info("%s: complete run of the same config and inputs: nothing to do", cfg.out)
         return read_manifest(cfg.out, kind="checkpoint")
-    last = out.folder / "last.pt"
-    if cfg.resume and not last.exists():
-        raise UserError(f"--resume: {cfg.out} holds no checkpoint to resume from (no last.pt)")
-    if dist.is_main and not last.exists() and (out.folder / "log.jsonl").exists():
-        (out.folder / "log.jsonl").unlink()
-    if last.exists():
-        trainer.resume(last)
+    _resume_or_start(cfg, out.folder, trainer, dist)
     trainer.train()
     barrier()
     if dist.is_main:
-        n = sum(1 for _ in out.folder.glob("*.pt"))
-        best = next((h.best_name for h in hooks if isinstance(h, Validation) and h.best_name), None)
-        out.complete(num_items=n, split=split, extra={"final": "final.pt", "best": best,
-                                                      "iterations": trainer.state.iteration,
-                                                      "global_batch": cfg.batch_size,
-                                                      "world_size": dist.world_size,
-                                                      "metrics": trainer.state.metrics})
+        _complete(cfg, out, trainer, hooks, dist, split)
     barrier()
     return read_manifest(cfg.out, kind="checkpoint")
+
+
+def _resume_or_start(cfg: TrainConfig, folder, trainer: Trainer, dist) -> None:
+    """Resume from ``last.pt`` when the folder holds one (``--resume`` requires it); a fresh start drops an old log."""
+    last = folder / "last.pt"
+    if cfg.resume and not last.exists():
+        raise UserError(f"--resume: {cfg.out} holds no checkpoint to resume from (no last.pt)")
+    if dist.is_main and not last.exists() and (folder / "log.jsonl").exists():
+        (folder / "log.jsonl").unlink()
+    if last.exists():
+        trainer.resume(last)
+
+
+def _complete(cfg: TrainConfig, out, trainer: Trainer, hooks: list, dist, split: Optional[str]) -> None:
+    """Write the run folder's manifest: the checkpoints, the final and best names, the run's size and metrics."""
+    n = sum(1 for _ in out.folder.glob("*.pt"))
+    best = next((h.best_name for h in hooks if isinstance(h, Validation) and h.best_name), None)
+    out.complete(num_items=n, split=split, extra={"final": "final.pt", "best": best,
+                                                  "iterations": trainer.state.iteration,
+                                                  "global_batch": cfg.batch_size,
+                                                  "world_size": dist.world_size,
+                                                  "metrics": trainer.state.metrics})
